@@ -1,0 +1,230 @@
+"""The shared back half of every connector: staged rows → canonical episodes + rejects.
+
+A connector writes one SQL projection from the raw relation to *staged* columns (the canonical
+fields, still loose: ``type`` as text, ``scope_<field>`` values for the scope template, an optional
+connector-specific ``reason``/``detail``). :func:`run` streams it over the dump, and :func:`finish`
+does the normalization in Polars: identity and content hashes, the scope template filled per row,
+the checks every system shares, and the split of episodes from rejects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import polars as pl
+import polars_hash as plh
+import pyarrow as pa
+from fsspec import AbstractFileSystem
+
+from connectors import _sources
+from connectors.base import Batch, ReadOptions, scope_placeholders
+from connectors.errors import DumpFormatError
+from connectors.schema import (
+    EPISODE_SCHEMA,
+    EPISODE_TYPES,
+    MAX_CONTENT_BYTES,
+    PRIORITIES,
+    REJECT_SCHEMA,
+    ROLES,
+    RejectReason,
+)
+
+#: Staged columns a connector's SQL must produce (besides ``pos, raw, reason, detail`` and the
+#: ``scope_<field>`` columns). Timestamps are TIMESTAMPTZ, lists are VARCHAR[], metadata is JSON text.
+STAGED_COLUMNS = (
+    "idempotency_key",
+    "source_id",
+    "type",
+    "content",
+    "role",
+    "namespace",
+    "source",
+    "author",
+    "channel",
+    "user_id",
+    "agent_id",
+    "session_id",
+    "priority",
+    "status",
+    "categories",
+    "tags",
+    "metadata",
+    "observed_at",
+    "created_at",
+    "updated_at",
+    "valid_from",
+    "valid_to",
+    "recorded_at",
+    "superseded_at",
+)
+
+
+def run(
+    system: str,
+    inner_sql: str,
+    fs: AbstractFileSystem,
+    path: str,
+    options: ReadOptions,
+    *,
+    envelope_prefix: dict[str, str] | None = None,
+    expected: str,
+) -> Iterator[Batch]:
+    """Read one JSON dump (array, envelope object or JSON Lines) through a connector's SQL.
+
+    ``envelope_prefix`` maps a top-level key of an envelope object to the ijson prefix of its
+    records, e.g. ``{"results": "results.item"}``; an object with none of those keys is not a dump
+    of this system and raises :class:`DumpFormatError` naming ``expected``.
+    """
+    uri = fs.unstrip_protocol(path)
+    ingested_at = datetime.now(UTC)
+    runner = _sources.SqlRunner(inner_sql, options.batch_rows)
+    head = _sources.peek(fs, path)
+    try:
+        if head.shape == "empty":
+            return
+        if head.shape == "lines":
+            tables: Iterator[pa.Table | pa.RecordBatch] = runner.over_chunks(
+                _sources.iter_json_lines(fs, path, batch_rows=options.batch_rows)
+            )
+        elif head.shape == "array":
+            tables = _array(runner, fs, path, head, options)
+        else:
+            prefix = next((p for k, p in (envelope_prefix or {}).items() if k in head.first_keys), None)
+            if prefix is None:
+                keys = ", ".join(head.first_keys[:8]) or "no keys"
+                raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
+            tables = runner.over_chunks(
+                _sources.iter_json_items(
+                    fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom
+                )
+            )
+        for table in tables:
+            yield finish(pl.from_arrow(table), system, options, uri, ingested_at)  # type: ignore[arg-type]
+    finally:
+        runner.close()
+
+
+def _array(
+    runner: _sources.SqlRunner,
+    fs: AbstractFileSystem,
+    path: str,
+    head: _sources.Peek,
+    options: ReadOptions,
+) -> Iterator[pa.Table | pa.RecordBatch]:
+    consumed = 0
+    if not head.bom:
+        try:
+            for batch in runner.over_array_file(fs, path):
+                consumed += batch.num_rows
+                yield batch
+            return
+        except _sources.ScanError:
+            pass  # malformed somewhere: ijson resumes after what was read, and says where it broke
+    yield from runner.over_chunks(
+        _sources.iter_json_items(
+            fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed
+        )
+    )
+
+
+def _scope_expr(template: str) -> tuple[pl.Expr, pl.Expr]:
+    """The filled scope, and the name of the first placeholder that has no value (or null)."""
+    pieces: list[pl.Expr] = []
+    missing: pl.Expr = pl.lit(None, pl.String)
+    rest = template
+    for name in scope_placeholders(template):
+        before, _, rest = rest.partition("{" + name + "}")
+        col = pl.col(f"scope_{name}")
+        pieces += [pl.lit(before), col]
+        missing = pl.when(missing.is_null() & (col.is_null() | (col == ""))).then(
+            pl.lit(name)
+        ).otherwise(missing)
+    pieces.append(pl.lit(rest))
+    return pl.concat_str(pieces), missing
+
+
+def finish(
+    staged: pl.DataFrame,
+    system: str,
+    options: ReadOptions,
+    dump_uri: str,
+    ingested_at: datetime,
+) -> Batch:
+    """Normalize one staged batch: fill the scope, run the shared checks, split off rejects."""
+    scope, missing = _scope_expr(options.scope_template)
+    staged = staged.with_columns(
+        content_bytes=pl.col("content").str.len_bytes(),
+        content_sha256=plh.col("content").chash.sha2_256(),
+        episode_id=pl.lit("ep_")
+        + plh.concat_str(pl.lit(system + "\x1f"), pl.col("source_id")).chash.sha2_256(),
+    )
+    checks: list[tuple[pl.Expr, RejectReason, pl.Expr]] = [
+        (pl.col("source_id").is_null(), RejectReason.MISSING_FIELD, pl.lit("no record id")),
+        (pl.col("content").is_null(), RejectReason.MISSING_FIELD, pl.lit("no content text")),
+        (
+            pl.col("observed_at").is_null(),
+            RejectReason.MISSING_FIELD,
+            pl.lit("no timestamp to use as observed_at"),
+        ),
+        (
+            missing.is_not_null(),
+            RejectReason.UNRESOLVED_SCOPE,
+            pl.format("scope template {} needs {{{}}}, which this record lacks",
+                      pl.lit(options.scope_template), missing),
+        ),
+        (
+            pl.col("content_bytes") > MAX_CONTENT_BYTES,
+            RejectReason.PAYLOAD_TOO_LARGE,
+            pl.format("content is {} bytes; the limit is {}", "content_bytes",
+                      pl.lit(MAX_CONTENT_BYTES)),
+        ),
+        (
+            ~pl.col("type").is_in(EPISODE_TYPES),
+            RejectReason.UNKNOWN_TYPE,
+            pl.format("episode type {} is not one of " + "|".join(EPISODE_TYPES),
+                      pl.col("type").fill_null("null")),
+        ),
+        (
+            pl.col("role").is_not_null() & ~pl.col("role").is_in(ROLES),
+            RejectReason.BAD_VALUE,
+            pl.format("role {} is not one of " + "|".join(ROLES), "role"),
+        ),
+        (
+            pl.col("priority").is_not_null() & ~pl.col("priority").is_in(PRIORITIES),
+            RejectReason.BAD_VALUE,
+            pl.format("priority {} is not one of " + "|".join(PRIORITIES), "priority"),
+        ),
+    ]
+    reason: pl.Expr = pl.col("reason")
+    detail: pl.Expr = pl.col("detail")
+    for cond, code, text in checks:
+        fresh = reason.is_null() & cond.fill_null(False)
+        reason = pl.when(fresh).then(pl.lit(code.value)).otherwise(reason)
+        detail = pl.when(fresh).then(text).otherwise(detail)
+    frame = staged.with_columns(scope=scope, reason=reason, detail=detail)
+
+    accepted = frame.filter(pl.col("reason").is_null()).with_columns(
+        tenant_id=pl.lit(options.tenant_id),
+        source_system=pl.lit(system),
+        dump_uri=pl.lit(dump_uri),
+        dump_record=pl.col("pos"),
+        ingested_at=pl.lit(ingested_at, dtype=EPISODE_SCHEMA["ingested_at"]),
+        categories=pl.col("categories").fill_null(pl.lit([], pl.List(pl.String))),
+        tags=pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
+        metadata=pl.col("metadata").fill_null("{}"),
+    )
+    episodes = accepted.select(
+        pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items()
+    )
+    rejects = frame.filter(pl.col("reason").is_not_null()).select(
+        tenant_id=pl.lit(options.tenant_id),
+        source_system=pl.lit(system),
+        dump_uri=pl.lit(dump_uri),
+        dump_record=pl.col("pos"),
+        reason=pl.col("reason"),
+        detail=pl.col("detail"),
+        raw=pl.col("raw"),
+        ingested_at=pl.lit(ingested_at),
+    ).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+    return Batch(episodes=episodes, rejects=rejects, read=staged.height)

@@ -1,0 +1,91 @@
+"""The connector contract: what every peer-system module in ``connectors/`` provides.
+
+A connector turns one dump file into canonical episodes. It is a plain function over an injected
+fsspec filesystem, yielding bounded :class:`Batch` es, so memory stays flat whatever the dump's
+size. Every record it reads ends in exactly one place: an accepted episode or a reject with a
+reason and its position. (Duplicates are found later, by the store, across the whole dump.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+from fsspec import AbstractFileSystem
+
+from connectors.errors import ConfigError
+
+#: Rows per batch handed from a connector to the store; bounds the connector's working memory.
+DEFAULT_BATCH_ROWS = 100_000
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Per-import settings. ``scope_template`` is filled per row, e.g. ``org:acme/user:{user_id}``."""
+
+    tenant_id: str
+    scope_template: str
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A bounded slice of one dump: canonical episodes, rejects, and how many records it read."""
+
+    episodes: pl.DataFrame
+    rejects: pl.DataFrame
+    read: int
+
+
+ReadFn = Callable[[AbstractFileSystem, str, ReadOptions], Iterator[Batch]]
+
+
+@dataclass(frozen=True)
+class Connector:
+    """One peer system: its name (the canonical ``source_system``), version and reader."""
+
+    name: str
+    version: str
+    description: str
+    #: Placeholders a scope template may use with this connector.
+    scope_fields: tuple[str, ...]
+    default_scope_template: str
+    read_fn: ReadFn = field(repr=False)
+
+    def read(
+        self,
+        fs: AbstractFileSystem,
+        path: str,
+        *,
+        tenant_id: str,
+        scope_template: str | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> Iterator[Batch]:
+        """Yield the dump at ``path`` on ``fs`` as canonical batches."""
+        template = scope_template or self.default_scope_template
+        check_scope_template(template, self.scope_fields, system=self.name)
+        if not tenant_id:
+            raise ConfigError(f"{self.name}: tenant_id is empty; set MEMPORT_TENANT_ID.")
+        if batch_rows < 1:
+            raise ConfigError(f"{self.name}: batch_rows must be positive, got {batch_rows}.")
+        yield from self.read_fn(fs, path, ReadOptions(tenant_id, template, batch_rows))
+
+
+def scope_placeholders(template: str) -> list[str]:
+    return _PLACEHOLDER.findall(template)
+
+
+def check_scope_template(template: str, available: tuple[str, ...], *, system: str) -> None:
+    """Fail before reading anything if the template names a field this system never has."""
+    if "{" in _PLACEHOLDER.sub("", template) or "}" in _PLACEHOLDER.sub("", template):
+        raise ConfigError(f"{system}: scope template {template!r} has an unbalanced brace.")
+    unknown = [p for p in scope_placeholders(template) if p not in available]
+    if unknown:
+        raise ConfigError(
+            f"{system}: scope template {template!r} uses {{{unknown[0]}}}, which {system} dumps "
+            f"do not have. Available placeholders: {', '.join(available)}."
+        )

@@ -1,0 +1,30 @@
+"""memport's error hierarchy: one small tree, every message says what, where and what to do.
+
+Record-level problems never raise: they become rejects. These errors are for problems that make
+a whole dump or a whole request unusable.
+"""
+
+from __future__ import annotations
+
+
+class MemportError(Exception):
+    """Base class of every error memport raises on purpose."""
+
+
+class ConfigError(MemportError):
+    """A setting is wrong (bad scope template, unknown system, bad URL) before any data is read."""
+
+
+class DumpFormatError(MemportError):
+    """A dump is not in the format its connector expects; nothing from it was stored."""
+
+    def __init__(self, uri: str, expected: str, found: str) -> None:
+        self.uri, self.expected, self.found = uri, expected, found
+        super().__init__(
+            f"{uri}: not a {expected}; found {found}. Move the file to the landing folder of the "
+            "system that produced it, or fix the export."
+        )
+
+
+class StoreError(MemportError):
+    """The episode store is missing, inconsistent, or could not be written."""

@@ -1,0 +1,149 @@
+"""Mem0 platform memories (PEER_FORMATS.md §1): ``get_all`` / search results as dumped to a file.
+
+Accepted envelopes: a bare JSON array (v1.0 ``get_all``, v2), ``{"results": [...]}`` (v1.1, v3,
+OSS ``Memory.get_all``; a ``relations`` key beside it is ignored), the paginated
+``{"count", "next", "previous", "results"}``, and JSON Lines of memory objects (what a script that
+pages through the API usually writes). Field names of every API generation: ``memory`` / ``name``
+/ ``content`` for the text, ``run_id`` / ``session_id`` for the session. Timestamps are ISO 8601
+with ``Z``, ``+00:00`` or US/Pacific offsets; naive times are taken as UTC; numbers are rejected,
+never guessed at.
+
+Mapping: a memory becomes one ``observation`` episode, ``source_id`` = ``id``, idempotency key
+``mem0:<id>``, ``observed_at`` = ``created_at``; ``replaced_by`` set means ``superseded``;
+``actor_id`` → author. The source's ``metadata`` object becomes the canonical metadata, and
+every other field the record had (``app_id``, ``hash``, ``expiration_date``, unknown ones…) is
+kept under its ``_source`` key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fsspec import AbstractFileSystem
+
+from connectors import _normalize
+from connectors._sql import json_struct, metadata_sql
+from connectors.base import Batch, Connector, ReadOptions
+
+NAME = "mem0"
+VERSION = "1.0.0"
+
+#: Fields mapped to canonical columns.
+_PROMOTED = (
+    "id", "memory", "name", "content", "user_id", "agent_id", "run_id", "session_id",
+    "categories", "created_at", "updated_at", "actor_id", "role", "metadata",
+)
+#: Documented fields kept verbatim in ``metadata._source`` (PEER_FORMATS.md §1.2-§1.3).
+_KEPT = (
+    "app_id", "hash", "immutable", "expiration_date", "owner", "organization", "input",
+    "structured_attributes", "replaced_by", "synthesized", "lifecycle_state", "score",
+    "score_breakdown", "attributed_to", "text_lemmatized",
+)
+_STRUCT = json_struct(
+    {k: "JSON" for k in ("id", "memory", "name", "content", "categories", "metadata", *_KEPT)}
+    | {k: "VARCHAR" for k in ("user_id", "agent_id", "run_id", "session_id", "actor_id", "role",
+                              "created_at", "updated_at")}
+)
+_METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
+
+_SQL = f"""
+WITH parsed AS (
+  SELECT pos, raw, reason, detail, r,
+    reason IS NULL AND r IS NOT NULL AS ok,
+    CASE WHEN reason IS NOT NULL THEN NULL
+         WHEN r IS NOT NULL THEN 'OBJECT'
+         WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
+  FROM (
+    SELECT *, CASE WHEN reason IS NULL AND starts_with(ltrim(raw), '{{')
+                   THEN TRY(json_transform(raw, '{_STRUCT}')) END AS r
+    FROM {{src}}
+  )
+),
+typed AS (
+  SELECT *,
+    coalesce(r.memory, r.name, r.content) AS text_json,
+    TRY_CAST(r.created_at AS TIMESTAMPTZ) AS created_ts,
+    TRY_CAST(r.updated_at AS TIMESTAMPTZ) AS updated_ts
+  FROM parsed
+)
+SELECT
+  pos, raw,
+  CASE
+    WHEN reason IS NOT NULL THEN reason
+    WHEN raw_type IS NULL THEN 'invalid_json'
+    WHEN NOT ok THEN 'not_an_object'
+    WHEN json_type(r.id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN 'wrong_type'
+    WHEN json_type(text_json) <> 'VARCHAR' THEN 'wrong_type'
+    WHEN r.created_at IS NOT NULL AND created_ts IS NULL THEN 'bad_timestamp'
+    WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL THEN 'bad_timestamp'
+    WHEN r.categories IS NOT NULL AND json_type(r.categories) <> 'ARRAY' THEN 'wrong_type'
+  END AS reason,
+  CASE
+    WHEN reason IS NOT NULL THEN detail
+    WHEN raw_type IS NULL THEN 'record is not valid JSON'
+    WHEN NOT ok THEN 'record is a JSON ' || lower(raw_type) || ', not an object'
+    WHEN json_type(r.id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
+      THEN 'field id is a JSON ' || lower(coalesce(json_type(r.id), 'null')) || ', expected a string'
+    WHEN json_type(text_json) <> 'VARCHAR'
+      THEN 'field memory is a JSON ' || lower(json_type(text_json)) || ', expected a string'
+    WHEN r.created_at IS NOT NULL AND created_ts IS NULL
+      THEN 'field created_at: ' || r.created_at || ' is not an ISO 8601 timestamp'
+    WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL
+      THEN 'field updated_at: ' || r.updated_at || ' is not an ISO 8601 timestamp'
+    WHEN r.categories IS NOT NULL AND json_type(r.categories) <> 'ARRAY'
+      THEN 'field categories is a JSON ' || lower(json_type(r.categories)) || ', expected a list'
+  END AS detail,
+  '{NAME}:' || (r.id ->> '$') AS idempotency_key,
+  r.id ->> '$' AS source_id,
+  'observation' AS type,
+  text_json ->> '$' AS content,
+  r.role AS role,
+  NULL::VARCHAR AS namespace,
+  NULL::VARCHAR AS source,
+  r.actor_id AS author,
+  NULL::VARCHAR AS channel,
+  r.user_id AS user_id,
+  r.agent_id AS agent_id,
+  coalesce(r.session_id, r.run_id) AS session_id,
+  NULL::VARCHAR AS priority,
+  CASE WHEN r.replaced_by IS NOT NULL AND json_type(r.replaced_by) <> 'NULL' THEN 'superseded' ELSE 'active' END AS status,
+  TRY_CAST(r.categories AS VARCHAR[]) AS categories,
+  NULL::VARCHAR[] AS tags,
+  CASE WHEN ok THEN {_METADATA} END AS metadata,
+  created_ts AS observed_at,
+  created_ts AS created_at,
+  updated_ts AS updated_at,
+  NULL::TIMESTAMPTZ AS valid_from,
+  NULL::TIMESTAMPTZ AS valid_to,
+  NULL::TIMESTAMPTZ AS recorded_at,
+  NULL::TIMESTAMPTZ AS superseded_at,
+  r.user_id AS scope_user_id,
+  r.agent_id AS scope_agent_id,
+  r.app_id ->> '$' AS scope_app_id,
+  coalesce(r.session_id, r.run_id) AS scope_session_id,
+  coalesce(r.session_id, r.run_id) AS scope_run_id
+FROM typed
+"""
+
+
+def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
+    """Yield the Mem0 memories in the dump at ``path`` as canonical batches."""
+    yield from _normalize.run(
+        NAME,
+        _SQL,
+        fs,
+        path,
+        options,
+        envelope_prefix={"results": "results.item"},
+        expected="Mem0 memory dump (a JSON array, {\"results\": [...]}, or a paginated page)",
+    )
+
+
+CONNECTOR = Connector(
+    name=NAME,
+    version=VERSION,
+    description="Mem0 platform / OSS memories: bare list, {results}, paginated pages, JSON Lines.",
+    scope_fields=("user_id", "agent_id", "app_id", "session_id", "run_id"),
+    default_scope_template="user:{user_id}",
+    read_fn=read,
+)

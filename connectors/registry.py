@@ -1,0 +1,19 @@
+"""The connector registry: peer-system name → connector. An explicit list, no discovery magic."""
+
+from __future__ import annotations
+
+from connectors import cortexdb, mem0
+from connectors.base import Connector
+from connectors.errors import ConfigError
+
+CONNECTORS: dict[str, Connector] = {
+    connector.name: connector for connector in (cortexdb.CONNECTOR, mem0.CONNECTOR)
+}
+
+
+def get(name: str) -> Connector:
+    try:
+        return CONNECTORS[name]
+    except KeyError:
+        known = ", ".join(sorted(CONNECTORS))
+        raise ConfigError(f"no connector for system {name!r}; known systems: {known}") from None
