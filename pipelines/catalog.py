@@ -1,0 +1,154 @@
+"""The DuckDB catalog: views over the store's live data files, for analysts and for memport.
+
+The catalog is rebuilt, never edited: a new database file is written beside the old one and
+renamed over it in one step. An analyst holding the old file open keeps a consistent view of the
+store as it was (their handle still points at the old file, and the data files it names are kept
+until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
+
+Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
+``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition), and the
+table macro ``episodes_as_of(ts)`` for bi-temporal questions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from pipelines.locations import Location
+from pipelines.store import EpisodeStore, dump_relpath
+
+#: The version of an episode that is current: the source's latest time, then the latest ingest.
+CURRENT_ORDER = (
+    "coalesce(updated_at, created_at, observed_at) DESC NULLS LAST, "
+    "ingested_at DESC, dump_uri DESC, dump_record DESC"
+)
+
+
+@dataclass(frozen=True)
+class CatalogSummary:
+    path: Path
+    partitions: int
+    episode_files: int
+    episodes: int
+    episode_versions: int
+    rejects: int
+
+
+def _typed_empty(schema: pl.Schema) -> pl.DataFrame:
+    """An empty frame of ``schema`` with enums as plain strings, as Parquet readers see them."""
+    frame = schema.to_frame()
+    return frame.with_columns(pl.col(pl.Enum).cast(pl.String))
+
+
+def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
+    if files:
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r})")
+        return
+    empty = _typed_empty(schema)  # noqa: F841 - scanned by name below
+    con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")
+    con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+
+
+def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame:
+    rows = [
+        {
+            "ingest_id": m["ingest_id"],
+            "live": live,
+            "source_system": m["source_system"],
+            "dump": dump_relpath(m["dump_key"]),
+            "dump_uri": m["dump_uri"],
+            "dump_sha256": m["dump_sha256"],
+            "dump_bytes": m["dump_bytes"],
+            "tenant_id": m["tenant_id"],
+            "scope_template": m["scope_template"],
+            "connector_version": m["connector_version"],
+            "started_at": datetime.fromisoformat(m["started_at"]),
+            "finished_at": datetime.fromisoformat(m["finished_at"]),
+            "duration_s": float(m["duration_s"]),
+            **{k: int(v) for k, v in m["counts"].items()},
+            "rejects_by_reason": json.dumps(m["rejects_by_reason"]),
+            "episode_files": len(m["files"]["episodes"]),
+            "reject_files": len(m["files"]["rejects"]),
+        }
+        for live, m in manifests
+    ]
+    schema = {
+        "ingest_id": pl.String, "live": pl.Boolean, "source_system": pl.String,
+        "dump": pl.String, "dump_uri": pl.String, "dump_sha256": pl.String,
+        "dump_bytes": pl.Int64, "tenant_id": pl.String, "scope_template": pl.String,
+        "connector_version": pl.String, "started_at": pl.Datetime("us", "UTC"),
+        "finished_at": pl.Datetime("us", "UTC"), "duration_s": pl.Float64, "read": pl.Int64,
+        "accepted": pl.Int64, "rejected": pl.Int64, "duplicate": pl.Int64,
+        "rejects_by_reason": pl.String, "episode_files": pl.Int64, "reject_files": pl.Int64,
+    }
+    return pl.DataFrame(rows, schema=schema).sort("started_at", descending=True)
+
+
+def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSummary:
+    """Write a fresh catalog for the store's live partitions and swap it in atomically."""
+    target = Path(catalog_path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    manifests = list(store.manifests())
+    live = [m for is_live, m in manifests if is_live]
+    uri = store.location.uri
+    episode_files = [uri(f["path"]) for m in live for f in m["files"]["episodes"]]
+    reject_files = [uri(f["path"]) for m in live for f in m["files"]["rejects"]]
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            store.location.register_with(con)
+            _files_view(con, "episode_log", episode_files, EPISODE_SCHEMA)
+            _files_view(con, "rejects", reject_files, REJECT_SCHEMA)
+            con.execute(
+                "CREATE VIEW episodes AS SELECT * FROM episode_log "
+                f"QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY {CURRENT_ORDER}) = 1"
+            )
+            con.execute(
+                """
+                CREATE MACRO episodes_as_of(ts) AS TABLE
+                SELECT * FROM episode_log
+                WHERE coalesce(valid_from <= ts::TIMESTAMPTZ, true)
+                  AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
+                  AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
+                  AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')
+                QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY """
+                + CURRENT_ORDER
+                + ") = 1"
+            )
+            imports = _imports_frame(manifests)  # noqa: F841 - scanned by name below
+            con.execute("CREATE TABLE imports AS SELECT * FROM imports")
+            con.execute(
+                "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
+                [store.location.url(), datetime.now(UTC)],
+            )
+            counts = con.sql(
+                "SELECT (SELECT count(*) FROM episodes), (SELECT count(*) FROM episode_log), "
+                "(SELECT count(*) FROM rejects)"
+            ).fetchall()[0]
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return CatalogSummary(target, len(live), len(episode_files), *counts)
+
+
+def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the catalog the way an analyst should: read-only, with the store's filesystem."""
+    path = Path(catalog_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no catalog at {path}; run `make run` (or materialize the episode_catalog asset)"
+        )
+    con = duckdb.connect(str(path), read_only=read_only)
+    (store_url,) = con.sql("SELECT store_url FROM catalog_info").fetchall()[0]
+    Location.from_url(store_url).register_with(con)
+    return con
