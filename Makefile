@@ -1,0 +1,50 @@
+# memport: `make run` and `make test` set everything up from a fresh clone (Python 3.11 + pip).
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster
+
+.PHONY: run test test-all bench dev lint typecheck clean
+
+# uv lives in its own small venv, installed by pip: nothing is installed by hand.
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra test --extra dev --python $(PYTHON)
+	touch $@
+
+## run: set up, then ingest the sample dumps in data/landing/ and build the catalog
+run: $(VENV)/.synced
+	$(VENV)/bin/memport run
+
+## test: set up, then run the default test suite (slow and benchmark tests skipped)
+test: $(VENV)/.synced
+	$(VENV)/bin/pytest -n 2
+
+## test-all: also the slow tests
+test-all: $(VENV)/.synced
+	$(VENV)/bin/pytest -n 2 -m "not bench"
+
+## bench: the ingest benchmark against the DuckDB floor (N=1000000 by default; BENCH_N=... to change)
+bench: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.ingest_bench
+
+## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
+dev: $(VENV)/.synced
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.synced
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster

@@ -1,0 +1,174 @@
+"""Assets: one ingest asset per registered connector (from one factory), and the catalog."""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at definition
+# time to inject the context and resources, and cannot resolve them from strings.
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from connectors import registry
+from connectors.base import Connector
+from pipelines.catalog import build_catalog
+from pipelines.ingest import ingest_dump
+from pipelines.orchestration.partitions import dumps_partitions
+from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+from pipelines.store import ImportResult
+
+#: Above this share of rejected records, the reject-rate check warns.
+REJECT_RATE_WARN = 0.10
+INGEST_GROUP = "ingest"
+_PREVIEW_COLUMNS = ("scope", "type", "role", "observed_at", "content")
+
+
+def ingest_asset_key(system: str) -> dg.AssetKey:
+    return dg.AssetKey(f"{system}_episodes")
+
+
+def _preview_markdown(preview: pl.DataFrame) -> str:
+    def cell(value: object) -> str:
+        text = "" if value is None else str(value)
+        text = text if len(text) <= 80 else text[:79] + "…"
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(_PREVIEW_COLUMNS) + " |\n|" + "---|" * len(_PREVIEW_COLUMNS) + "\n"
+    rows = preview.select(_PREVIEW_COLUMNS).iter_rows()
+    return head + "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in rows)
+
+
+def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
+    counts = result.counts
+    rate = counts["rejected"] / counts["read"] if counts["read"] else 0.0
+    return [
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name="accounting_balances",
+            passed=counts["read"]
+            == counts["accepted"] + counts["rejected"] + counts["duplicate"],
+            metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()},
+        ),
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name="reject_rate",
+            passed=rate <= REJECT_RATE_WARN,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "reject_rate": dg.MetadataValue.float(round(rate, 4)),
+                "threshold": dg.MetadataValue.float(REJECT_RATE_WARN),
+            },
+            description="Share of the dump's records that were rejected (see the rejects view).",
+        ),
+    ]
+
+
+def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
+    system = connector.name
+    key = ingest_asset_key(system)
+
+    @dg.asset(
+        key=key,
+        group_name=INGEST_GROUP,
+        partitions_def=dumps_partitions(system),
+        description=(
+            f"{connector.description}\n\nOne partition per dump file in "
+            f"`<landing>/{system}/`. Each materialization writes the dump's episodes and rejects "
+            "to the store as a new, atomically committed version of its partition."
+        ),
+        kinds={"parquet", "polars", "duckdb"},
+        check_specs=[
+            dg.AssetCheckSpec("accounting_balances", asset=key,
+                              description="read = accepted + rejected + duplicate"),
+            dg.AssetCheckSpec("reject_rate", asset=key,
+                              description=f"at most {REJECT_RATE_WARN:.0%} of records rejected"),
+        ],
+        metadata={"connector_version": connector.version},
+    )
+    def _ingest(
+        context: dg.AssetExecutionContext,
+        landing: LandingZone,
+        episode_store: EpisodeStoreResource,
+        import_settings: ImportSettings,
+    ) -> dg.MaterializeResult:
+        relpath = context.partition_key
+        state = {"next_log": 0}
+
+        def progress(read: int, accepted: int, rejected: int) -> None:
+            if read >= state["next_log"]:
+                context.log.info(f"{relpath}: read {read:,} records "
+                                 f"({accepted:,} accepted, {rejected:,} rejected so far)")
+                state["next_log"] = read + 250_000
+
+        result = ingest_dump(
+            episode_store.store(),
+            landing.location(),
+            system,
+            relpath,
+            tenant_id=import_settings.tenant_id,
+            scope_template=import_settings.scope_template(system),
+            progress=progress,
+        )
+        m = result.manifest
+        counts = result.counts
+        context.log.info(f"{relpath}: {counts} in {m['duration_s']} s")
+        files = m["files"]["episodes"] + m["files"]["rejects"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(counts["accepted"]),
+                "records_read": dg.MetadataValue.int(counts["read"]),
+                "accepted": dg.MetadataValue.int(counts["accepted"]),
+                "rejected": dg.MetadataValue.int(counts["rejected"]),
+                "duplicates": dg.MetadataValue.int(counts["duplicate"]),
+                "rejects_by_reason": dg.MetadataValue.json(m["rejects_by_reason"]),
+                "dump": dg.MetadataValue.path(m["dump_uri"]),
+                "dump_bytes": dg.MetadataValue.int(m["dump_bytes"]),
+                "dump_sha256": dg.MetadataValue.text(m["dump_sha256"]),
+                "bytes_written": dg.MetadataValue.int(sum(f["bytes"] for f in files)),
+                "duration_s": dg.MetadataValue.float(m["duration_s"]),
+                "ingest_id": dg.MetadataValue.text(m["ingest_id"]),
+                "preview": dg.MetadataValue.md(_preview_markdown(result.preview)),
+            },
+            check_results=_check_results(result, key),
+        )
+
+    return _ingest
+
+
+INGEST_ASSETS = [build_ingest_asset(c) for c in registry.CONNECTORS.values()]
+
+
+@dg.asset(
+    group_name="catalog",
+    deps=[a.key for a in INGEST_ASSETS],
+    kinds={"duckdb"},
+    description=(
+        "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports and the "
+        "macro episodes_as_of(ts) over the store's live files. Rebuilt in a new file and swapped "
+        "in atomically, so open analyst sessions never block it. Also vacuums data files that no "
+        "live partition names, after the grace period."
+    ),
+)
+def episode_catalog(
+    context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource
+) -> dg.MaterializeResult:
+    store = episode_store.store()
+    summary = build_catalog(store, episode_store.catalog_path)
+    removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
+    context.log.info(f"catalog {summary.path}: {summary.episodes:,} episodes; "
+                     f"vacuumed {len(removed)} unreferenced file(s)")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(summary.episodes),
+            "path": dg.MetadataValue.path(str(summary.path)),
+            "partitions": dg.MetadataValue.int(summary.partitions),
+            "episode_files": dg.MetadataValue.int(summary.episode_files),
+            "episodes": dg.MetadataValue.int(summary.episodes),
+            "episode_versions": dg.MetadataValue.int(summary.episode_versions),
+            "rejects": dg.MetadataValue.int(summary.rejects),
+            "files_vacuumed": dg.MetadataValue.int(len(removed)),
+            "query": dg.MetadataValue.md(
+                f"```\nduckdb -readonly {summary.path}\n"
+                "SELECT source_system, type, count(*) FROM episodes GROUP BY ALL;\n```"
+            ),
+        }
+    )

@@ -1,0 +1,17 @@
+"""The one ``Definitions`` of memport: every asset, check, job, sensor and resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
+from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, catalog_job
+from pipelines.orchestration.resources import resources_from_env
+from pipelines.orchestration.sensors import landing_sensor
+
+defs = dg.Definitions(
+    assets=[*INGEST_ASSETS, episode_catalog],
+    jobs=[*INGEST_JOBS, catalog_job],
+    sensors=[landing_sensor, catalog_after_ingest],
+    resources=resources_from_env(),
+)

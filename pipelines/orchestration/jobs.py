@@ -1,0 +1,42 @@
+"""Jobs: one ingest job per system (partitioned by dump), and the catalog refresh."""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at definition
+# time to inject the context and resources, and cannot resolve them from strings.
+
+import dagster as dg
+
+from connectors import registry
+from pipelines.orchestration.assets import ingest_asset_key
+from pipelines.orchestration.partitions import dumps_partitions
+
+
+def ingest_job_name(system: str) -> str:
+    return f"ingest_{system}"
+
+
+INGEST_JOBS = [
+    dg.define_asset_job(
+        ingest_job_name(system),
+        selection=dg.AssetSelection.assets(ingest_asset_key(system)),
+        partitions_def=dumps_partitions(system),
+        description=f"Ingest one {system} dump (pick the partition) into the episode store.",
+    )
+    for system in registry.CONNECTORS
+]
+
+catalog_job = dg.define_asset_job(
+    "refresh_catalog",
+    selection=dg.AssetSelection.assets("episode_catalog"),
+    description="Rebuild the DuckDB catalog over the store's live partitions.",
+)
+
+#: The catalog follows every successful ingest run.
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=INGEST_JOBS,
+    request_job=catalog_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+def catalog_after_ingest(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"catalog-after-{context.dagster_run.run_id}")

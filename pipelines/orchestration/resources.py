@@ -1,0 +1,70 @@
+"""Resources: where the landing zone, the store and the catalog are, and how dumps are imported.
+
+Values come from environment variables (``dg.EnvVar``, resolved at run launch, never at import);
+the repository's ``.env`` gives every one a default under ``data/``. See the README's
+configuration table.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from connectors.errors import ConfigError
+from pipelines.locations import Location
+from pipelines.store import EpisodeStore
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Where peer systems' dumps arrive: ``<url>/<system>/<dump file>``."""
+
+    url: str
+
+    def location(self) -> Location:
+        return Location.from_url(self.url)
+
+
+class EpisodeStoreResource(dg.ConfigurableResource):
+    """The episode store (any fsspec URL) and its DuckDB catalog (a local file)."""
+
+    url: str
+    catalog_path: str
+    #: Hours a replaced data file is kept, so open catalogs never lose a file under them.
+    vacuum_grace_hours: float = 24.0
+
+    def store(self) -> EpisodeStore:
+        return EpisodeStore.from_url(self.url)
+
+
+class ImportSettings(dg.ConfigurableResource):
+    """Tenant and per-system scope templates applied to every import."""
+
+    tenant_id: str
+    #: JSON object system → scope template, e.g. {"mem0": "org:acme/user:{user_id}"}; empty for
+    #: each connector's default.
+    scope_templates: str = ""
+
+    def scope_template(self, system: str) -> str | None:
+        if not self.scope_templates.strip():
+            return None
+        try:
+            templates = json.loads(self.scope_templates)
+        except ValueError as exc:
+            raise ConfigError(f"MEMPORT_SCOPE_TEMPLATES is not a JSON object: {exc}") from exc
+        if not isinstance(templates, dict):
+            raise ConfigError("MEMPORT_SCOPE_TEMPLATES must be a JSON object: system → template")
+        return templates.get(system)
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "landing": LandingZone(url=dg.EnvVar("MEMPORT_LANDING_URL")),
+        "episode_store": EpisodeStoreResource(
+            url=dg.EnvVar("MEMPORT_STORE_URL"), catalog_path=dg.EnvVar("MEMPORT_CATALOG_PATH")
+        ),
+        "import_settings": ImportSettings(
+            tenant_id=dg.EnvVar("MEMPORT_TENANT_ID"),
+            scope_templates=dg.EnvVar("MEMPORT_SCOPE_TEMPLATES"),
+        ),
+    }
