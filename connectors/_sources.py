@@ -74,12 +74,25 @@ def peek(fs: AbstractFileSystem, path: str) -> Peek:
     try:
         first = json.loads(first_line)
     except ValueError:
-        # A pretty-printed or very long object: one document. Its keys come from a short parse.
+        # A pretty-printed object (one document), or JSON Lines whose first line is broken: in
+        # JSON Lines some other unindented line near the top is a whole object.
+        lines_named = path.lower().endswith((".jsonl", ".ndjson"))
+        if lines_named or any(_is_object_line(line) for line in rest.split(b"\n")[:50]):
+            return Peek("lines", bom)
         return Peek("object", bom, _top_level_keys(stripped))
     keys = tuple(first) if isinstance(first, dict) else ()
     if not rest.strip() and len(head) < _PEEK_BYTES:
         return Peek("object", bom, keys)
     return Peek("lines", bom, keys)
+
+
+def _is_object_line(line: bytes) -> bool:
+    if not line.startswith(b"{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _top_level_keys(head: bytes) -> tuple[str, ...]:
@@ -157,7 +170,7 @@ def _prefetch(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.Table
                     return
                 chunks.put(pa.Table.from_batches([batch]))
             chunks.put(None)
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:  # the reader's, surfaced by Arrow
             chunks.put(ScanError(str(exc)))
         except BaseException as exc:
             chunks.put(exc)
@@ -248,10 +261,10 @@ def iter_json_lines(
                 if line.strip():
                     positions.append(line_no)
                     lines.append(line.rstrip(b"\r"))
+                    if len(lines) >= batch_rows:
+                        yield _lines_frame(positions, lines)
+                        positions, lines = [], []
                 line_no += 1
-            if len(lines) >= batch_rows:
-                yield _lines_frame(positions, lines)
-                positions, lines = [], []
         if carry.strip():
             positions.append(line_no)
             lines.append(carry.rstrip(b"\r"))
@@ -260,22 +273,30 @@ def iter_json_lines(
 
 
 def _lines_frame(positions: list[int], lines: list[bytes]) -> pl.DataFrame:
-    raw = pl.Series("raw", lines, dtype=pl.Binary).cast(pl.String, strict=False)
-    frame = pl.DataFrame({"pos": pl.Series(positions, dtype=pl.Int64), "raw": raw})
-    bad = frame["raw"].is_null()
-    if not bad.any():
+    try:
+        texts: list[str] = [line.decode("utf-8") for line in lines]
+        bad: list[bool] = []
+    except UnicodeDecodeError:
+        texts, bad = [], []
+        for line in lines:
+            try:
+                texts.append(line.decode("utf-8"))
+                bad.append(False)
+            except UnicodeDecodeError:
+                texts.append(line.decode("utf-8", errors="backslashreplace"))
+                bad.append(True)
+    frame = pl.DataFrame(
+        {"pos": pl.Series(positions, dtype=pl.Int64), "raw": pl.Series(texts, dtype=pl.String)}
+    )
+    if not bad:
         return frame.with_columns(
             reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String)
-        ).select(RAW_SCHEMA.names())
-    escaped = [
-        lines[i].decode("utf-8", errors="backslashreplace") if b else None
-        for i, b in enumerate(bad)
-    ]
+        )
+    invalid = pl.Series(bad)
     return frame.with_columns(
-        raw=pl.coalesce("raw", pl.Series(escaped, dtype=pl.String)),
-        reason=pl.when(bad).then(pl.lit(RejectReason.INVALID_UTF8.value)),
-        detail=pl.when(bad).then(pl.lit("line is not valid UTF-8; bytes kept escaped")),
-    ).select(RAW_SCHEMA.names())
+        reason=pl.when(invalid).then(pl.lit(RejectReason.INVALID_UTF8.value)),
+        detail=pl.when(invalid).then(pl.lit("line is not valid UTF-8; bytes kept escaped")),
+    )
 
 
 def _raw_frame(rows: list[tuple[int, str | None, str | None, str | None]]) -> pl.DataFrame:
