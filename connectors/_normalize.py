@@ -78,30 +78,31 @@ def run(
     """
     uri = fs.unstrip_protocol(path)
     ingested_at = datetime.now(UTC)
-    runner = _sources.SqlRunner(inner_sql, options.batch_rows)
     head = _sources.peek(fs, path)
+    if head.shape == "empty":
+        return
+    if head.shape == "object":
+        prefix = next((p for k, p in (envelope_prefix or {}).items() if k in head.first_keys), None)
+        if prefix is None:
+            keys = ", ".join(head.first_keys[:8]) or "no keys"
+            raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
+    runner = _sources.SqlRunner(inner_sql, options.batch_rows)
+    tables: Iterator[pa.Table]
+    if head.shape == "lines":
+        tables = runner.over_chunks(
+            _sources.iter_json_lines(fs, path, batch_rows=options.batch_rows)
+        )
+    elif head.shape == "array":
+        tables = _array(runner, fs, path, head, options)
+    else:
+        tables = runner.over_chunks(
+            _sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
+        )
     try:
-        if head.shape == "empty":
-            return
-        if head.shape == "lines":
-            tables: Iterator[pa.Table | pa.RecordBatch] = runner.over_chunks(
-                _sources.iter_json_lines(fs, path, batch_rows=options.batch_rows)
-            )
-        elif head.shape == "array":
-            tables = _array(runner, fs, path, head, options)
-        else:
-            prefix = next((p for k, p in (envelope_prefix or {}).items() if k in head.first_keys), None)
-            if prefix is None:
-                keys = ", ".join(head.first_keys[:8]) or "no keys"
-                raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
-            tables = runner.over_chunks(
-                _sources.iter_json_items(
-                    fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom
-                )
-            )
         for table in tables:
             yield finish(pl.from_arrow(table), system, options, uri, ingested_at)  # type: ignore[arg-type]
     finally:
+        tables.close()  # release the readers before their DuckDB connection goes
         runner.close()
 
 
@@ -111,7 +112,7 @@ def _array(
     path: str,
     head: _sources.Peek,
     options: ReadOptions,
-) -> Iterator[pa.Table | pa.RecordBatch]:
+) -> Iterator[pa.Table]:
     consumed = 0
     if not head.bom:
         try:
