@@ -9,7 +9,7 @@ the checks every system shares, and the split of episodes from rejects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 
 import polars as pl
@@ -87,20 +87,19 @@ def run(
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
     runner = _sources.SqlRunner(inner_sql, options.batch_rows)
-    tables: Iterator[pa.Table]
+    tables: Generator[pa.Table, None, None]
     if head.shape == "lines":
-        tables = runner.over_chunks(
-            _sources.iter_json_lines(fs, path, batch_rows=options.batch_rows)
-        )
+        tables = runner.over_chunks(_sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
     elif head.shape == "array":
         tables = _array(runner, fs, path, head, options)
     else:
+        assert prefix is not None
         tables = runner.over_chunks(
             _sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
         )
     try:
         for table in tables:
-            yield finish(pl.from_arrow(table), system, options, uri, ingested_at)  # type: ignore[arg-type]
+            yield finish(pl.DataFrame(table), system, options, uri, ingested_at)
     finally:
         tables.close()  # release the readers before their DuckDB connection goes
         runner.close()
@@ -112,7 +111,7 @@ def _array(
     path: str,
     head: _sources.Peek,
     options: ReadOptions,
-) -> Iterator[pa.Table]:
+) -> Generator[pa.Table, None, None]:
     consumed = 0
     if not head.bom:
         try:
@@ -138,9 +137,9 @@ def _scope_expr(template: str) -> tuple[pl.Expr, pl.Expr]:
         before, _, rest = rest.partition("{" + name + "}")
         col = pl.col(f"scope_{name}")
         pieces += [pl.lit(before), col]
-        missing = pl.when(missing.is_null() & (col.is_null() | (col == ""))).then(
-            pl.lit(name)
-        ).otherwise(missing)
+        missing = (
+            pl.when(missing.is_null() & (col.is_null() | (col == ""))).then(pl.lit(name)).otherwise(missing)
+        )
     pieces.append(pl.lit(rest))
     return pl.concat_str(pieces), missing
 
@@ -171,20 +170,24 @@ def finish(
         (
             missing.is_not_null(),
             RejectReason.UNRESOLVED_SCOPE,
-            pl.format("scope template {} needs {{{}}}, which this record lacks",
-                      pl.lit(options.scope_template), missing),
+            pl.format(
+                "scope template {} needs {{{}}}, which this record lacks",
+                pl.lit(options.scope_template),
+                missing,
+            ),
         ),
         (
             pl.col("content_bytes") > MAX_CONTENT_BYTES,
             RejectReason.PAYLOAD_TOO_LARGE,
-            pl.format("content is {} bytes; the limit is {}", "content_bytes",
-                      pl.lit(MAX_CONTENT_BYTES)),
+            pl.format("content is {} bytes; the limit is {}", "content_bytes", pl.lit(MAX_CONTENT_BYTES)),
         ),
         (
             ~pl.col("type").is_in(EPISODE_TYPES),
             RejectReason.UNKNOWN_TYPE,
-            pl.format("episode type {} is not one of " + "|".join(EPISODE_TYPES),
-                      pl.col("type").fill_null("null")),
+            pl.format(
+                "episode type {} is not one of " + "|".join(EPISODE_TYPES),
+                pl.col("type").fill_null("null"),
+            ),
         ),
         (
             pl.col("role").is_not_null() & ~pl.col("role").is_in(ROLES),
@@ -215,17 +218,19 @@ def finish(
         tags=pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
         metadata=pl.col("metadata").fill_null("{}"),
     )
-    episodes = accepted.select(
-        pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items()
+    episodes = accepted.select(pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items())
+    rejects = (
+        frame.filter(pl.col("reason").is_not_null())
+        .select(
+            tenant_id=pl.lit(options.tenant_id),
+            source_system=pl.lit(system),
+            dump_uri=pl.lit(dump_uri),
+            dump_record=pl.col("pos"),
+            reason=pl.col("reason"),
+            detail=pl.col("detail"),
+            raw=pl.col("raw"),
+            ingested_at=pl.lit(ingested_at),
+        )
+        .cast(REJECT_SCHEMA)
     )
-    rejects = frame.filter(pl.col("reason").is_not_null()).select(
-        tenant_id=pl.lit(options.tenant_id),
-        source_system=pl.lit(system),
-        dump_uri=pl.lit(dump_uri),
-        dump_record=pl.col("pos"),
-        reason=pl.col("reason"),
-        detail=pl.col("detail"),
-        raw=pl.col("raw"),
-        ingested_at=pl.lit(ingested_at),
-    ).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
     return Batch(episodes=episodes, rejects=rejects, read=staged.height)

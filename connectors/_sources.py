@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,9 +38,7 @@ DUCKDB_MEMORY_LIMIT = "512MB"
 
 Shape = Literal["array", "object", "lines", "empty"]
 
-RAW_SCHEMA = pl.Schema(
-    {"pos": pl.Int64, "raw": pl.String, "reason": pl.String, "detail": pl.String}
-)
+RAW_SCHEMA = pl.Schema({"pos": pl.Int64, "raw": pl.String, "reason": pl.String, "detail": pl.String})
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def peek(fs: AbstractFileSystem, path: str) -> Peek:
         return Peek("array", bom)
     if stripped[:1] != b"{":
         return Peek("lines", bom)
-    first_line, sep, rest = stripped.partition(b"\n")
+    first_line, _, rest = stripped.partition(b"\n")
     try:
         first = json.loads(first_line)
     except ValueError:
@@ -117,7 +115,7 @@ class SqlRunner:
     def close(self) -> None:
         self.con.close()
 
-    def over_chunks(self, chunks: Iterable[pl.DataFrame | pa.Table]) -> Iterator[pa.Table]:
+    def over_chunks(self, chunks: Iterable[pl.DataFrame | pa.Table]) -> Generator[pa.Table, None, None]:
         for chunk in chunks:
             table = chunk if isinstance(chunk, pa.Table) else chunk.to_arrow()
             # Several record batches let DuckDB spread the projection over its threads.
@@ -158,7 +156,7 @@ class ScanError(Exception):
     """DuckDB could not read the JSON document itself (malformed, truncated, too large)."""
 
 
-def _prefetch(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.Table]:
+def _prefetch(reader: pa.RecordBatchReader, depth: int = 2) -> Generator[pa.Table, None, None]:
     """Read ``reader`` in a background thread, ``depth`` chunks ahead; re-raise its errors here."""
     chunks: queue.Queue[pa.Table | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -216,9 +214,7 @@ def iter_json_items(
             except StopIteration:
                 break
             except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-                rows.append(
-                    (pos, None, RejectReason.MALFORMED_DOCUMENT.value, f"after item {pos}: {exc}")
-                )
+                rows.append((pos, None, RejectReason.MALFORMED_DOCUMENT.value, f"after item {pos}: {exc}"))
                 break
             if pos >= start:
                 rows.append((pos, _dumps(item), None, None))
@@ -234,9 +230,7 @@ def _dumps(item: Any) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
-def iter_json_lines(
-    fs: AbstractFileSystem, path: str, *, batch_rows: int
-) -> Iterator[pl.DataFrame]:
+def iter_json_lines(fs: AbstractFileSystem, path: str, *, batch_rows: int) -> Iterator[pl.DataFrame]:
     """Stream a JSON Lines file in chunks; ``pos`` is the 0-based line number.
 
     Blank lines are not records and are skipped. A line that is not valid UTF-8 is kept (bytes
@@ -289,9 +283,7 @@ def _lines_frame(positions: list[int], lines: list[bytes]) -> pl.DataFrame:
         {"pos": pl.Series(positions, dtype=pl.Int64), "raw": pl.Series(texts, dtype=pl.String)}
     )
     if not bad:
-        return frame.with_columns(
-            reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String)
-        )
+        return frame.with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String))
     invalid = pl.Series(bad)
     return frame.with_columns(
         reason=pl.when(invalid).then(pl.lit(RejectReason.INVALID_UTF8.value)),

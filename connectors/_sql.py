@@ -42,18 +42,12 @@ def metadata_sql(
     kept = list(kept)
     derived = dict(derived or {})
     known_keys = sorted(set(known) | set(kept))
-    fields = [
-        f"""CASE WHEN {alias}."{k}" IS NOT NULL THEN '"{k}":' || {alias}."{k}" END"""
-        for k in kept
-    ]
+    fields = [f"""CASE WHEN {alias}."{k}" IS NOT NULL THEN '"{k}":' || {alias}."{k}" END""" for k in kept]
     fields += [f"""'"{k}":' || ({expr})""" for k, expr in derived.items()]
-    fields.append(
-        f"""CASE WHEN json_type({meta}) <> 'OBJECT' THEN '"metadata":' || {meta} END"""
-    )
+    fields.append(f"""CASE WHEN json_type({meta}) <> 'OBJECT' THEN '"metadata":' || {meta} END""")
     drop = {k: None for k in known_keys if k not in kept}
     drop_all = json.dumps(drop, separators=(",", ":"))
-    drop_keep_meta = json.dumps({k: v for k, v in drop.items() if k != "metadata"},
-                                separators=(",", ":"))
+    drop_keep_meta = json.dumps({k: v for k, v in drop.items() if k != "metadata"}, separators=(",", ":"))
     rest = (
         f"json_merge_patch({raw}, CASE WHEN json_type({meta}) = 'OBJECT' "
         f"THEN '{drop_all}' ELSE '{drop_keep_meta}' END)"

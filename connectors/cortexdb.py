@@ -28,24 +28,58 @@ NAME = "cortexdb"
 VERSION = "1.0.0"
 
 _PROMOTED = (
-    "episode_id", "scope", "type", "content", "source", "author", "channel", "timestamp",
-    "observed_at", "metadata", "tenant_id", "namespace", "observed_actor",
+    "episode_id",
+    "scope",
+    "type",
+    "content",
+    "source",
+    "author",
+    "channel",
+    "timestamp",
+    "observed_at",
+    "metadata",
+    "tenant_id",
+    "namespace",
+    "observed_actor",
 )
 _KEPT = ("event_id", "idempotency_key", "modality", "context")
 _STRUCT = json_struct(
-    {k: "VARCHAR" for k in ("episode_id", "scope", "type", "source", "author", "channel",
-                            "timestamp", "observed_at", "tenant_id", "namespace",
-                            "observed_actor")}
-    | {"content": "JSON", "metadata": "JSON", "context": "JSON", "event_id": "JSON",
-       "idempotency_key": "JSON", "modality": "JSON"}
+    {
+        k: "VARCHAR"
+        for k in (
+            "episode_id",
+            "scope",
+            "type",
+            "source",
+            "author",
+            "channel",
+            "timestamp",
+            "observed_at",
+            "tenant_id",
+            "namespace",
+            "observed_actor",
+        )
+    }
+    | {
+        "content": "JSON",
+        "metadata": "JSON",
+        "context": "JSON",
+        "event_id": "JSON",
+        "idempotency_key": "JSON",
+        "modality": "JSON",
+    }
 )
 #: An import line's content object, less the text that became ``content`` (keeps blob_id etc.).
 _CONTENT_REF = (
     "CASE WHEN json_type(r.content) = 'OBJECT' THEN json_merge_patch(r.content, "
-    "'{\"text\":null,\"data\":null,\"transcript\":null}') END"
+    '\'{"text":null,"data":null,"transcript":null}\') END'
 )
 _METADATA = metadata_sql(
-    raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED,
+    raw="raw",
+    meta="r.metadata",
+    alias="r",
+    kept=_KEPT,
+    known=_PROMOTED,
     derived={"content": _CONTENT_REF},
 )
 

@@ -30,19 +30,54 @@ VERSION = "1.0.0"
 
 #: Fields mapped to canonical columns.
 _PROMOTED = (
-    "id", "memory", "name", "content", "user_id", "agent_id", "run_id", "session_id",
-    "categories", "created_at", "updated_at", "actor_id", "role", "metadata",
+    "id",
+    "memory",
+    "name",
+    "content",
+    "user_id",
+    "agent_id",
+    "run_id",
+    "session_id",
+    "categories",
+    "created_at",
+    "updated_at",
+    "actor_id",
+    "role",
+    "metadata",
 )
 #: Documented fields kept verbatim in ``metadata._source`` (PEER_FORMATS.md §1.2-§1.3).
 _KEPT = (
-    "app_id", "hash", "immutable", "expiration_date", "owner", "organization", "input",
-    "structured_attributes", "replaced_by", "synthesized", "lifecycle_state", "score",
-    "score_breakdown", "attributed_to", "text_lemmatized",
+    "app_id",
+    "hash",
+    "immutable",
+    "expiration_date",
+    "owner",
+    "organization",
+    "input",
+    "structured_attributes",
+    "replaced_by",
+    "synthesized",
+    "lifecycle_state",
+    "score",
+    "score_breakdown",
+    "attributed_to",
+    "text_lemmatized",
 )
 _STRUCT = json_struct(
     {k: "JSON" for k in ("id", "memory", "name", "content", "categories", "metadata", *_KEPT)}
-    | {k: "VARCHAR" for k in ("user_id", "agent_id", "run_id", "session_id", "actor_id", "role",
-                              "created_at", "updated_at")}
+    | {
+        k: "VARCHAR"
+        for k in (
+            "user_id",
+            "agent_id",
+            "run_id",
+            "session_id",
+            "actor_id",
+            "role",
+            "created_at",
+            "updated_at",
+        )
+    }
 )
 _METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
 
@@ -106,7 +141,7 @@ SELECT
   r.agent_id AS agent_id,
   coalesce(r.session_id, r.run_id) AS session_id,
   NULL::VARCHAR AS priority,
-  CASE WHEN r.replaced_by IS NOT NULL AND json_type(r.replaced_by) <> 'NULL' THEN 'superseded' ELSE 'active' END AS status,
+  CASE WHEN r.replaced_by IS NOT NULL THEN 'superseded' ELSE 'active' END AS status,
   TRY_CAST(r.categories AS VARCHAR[]) AS categories,
   NULL::VARCHAR[] AS tags,
   CASE WHEN ok THEN {_METADATA} END AS metadata,
@@ -135,7 +170,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         path,
         options,
         envelope_prefix={"results": "results.item"},
-        expected="Mem0 memory dump (a JSON array, {\"results\": [...]}, or a paginated page)",
+        expected='Mem0 memory dump (a JSON array, {"results": [...]}, or a paginated page)',
     )
 
 

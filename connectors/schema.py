@@ -20,42 +20,41 @@ MAX_CONTENT_BYTES = 100 * 1024
 
 _TS = pl.Datetime("us", "UTC")
 
-EPISODE_SCHEMA = pl.Schema(
-    {
-        "episode_id": pl.String,
-        "idempotency_key": pl.String,
-        "tenant_id": pl.String,
-        "scope": pl.String,
-        "namespace": pl.String,
-        "type": pl.Enum(EPISODE_TYPES),
-        "content": pl.String,
-        "role": pl.String,
-        "source_system": pl.Enum(SOURCE_SYSTEMS),
-        "source_id": pl.String,
-        "source": pl.String,
-        "author": pl.String,
-        "channel": pl.String,
-        "user_id": pl.String,
-        "agent_id": pl.String,
-        "session_id": pl.String,
-        "priority": pl.Enum(PRIORITIES),
-        "status": pl.Enum(STATUSES),
-        "categories": pl.List(pl.String),
-        "tags": pl.List(pl.String),
-        "metadata": pl.String,
-        "observed_at": _TS,
-        "created_at": _TS,
-        "updated_at": _TS,
-        "valid_from": _TS,
-        "valid_to": _TS,
-        "recorded_at": _TS,
-        "superseded_at": _TS,
-        "content_sha256": pl.String,
-        "dump_uri": pl.String,
-        "dump_record": pl.Int64,
-        "ingested_at": _TS,
-    }
-)
+_EPISODE_COLUMNS: dict[str, pl.DataType] = {
+    "episode_id": pl.String(),
+    "idempotency_key": pl.String(),
+    "tenant_id": pl.String(),
+    "scope": pl.String(),
+    "namespace": pl.String(),
+    "type": pl.Enum(EPISODE_TYPES),
+    "content": pl.String(),
+    "role": pl.String(),
+    "source_system": pl.Enum(SOURCE_SYSTEMS),
+    "source_id": pl.String(),
+    "source": pl.String(),
+    "author": pl.String(),
+    "channel": pl.String(),
+    "user_id": pl.String(),
+    "agent_id": pl.String(),
+    "session_id": pl.String(),
+    "priority": pl.Enum(PRIORITIES),
+    "status": pl.Enum(STATUSES),
+    "categories": pl.List(pl.String),
+    "tags": pl.List(pl.String),
+    "metadata": pl.String(),
+    "observed_at": _TS,
+    "created_at": _TS,
+    "updated_at": _TS,
+    "valid_from": _TS,
+    "valid_to": _TS,
+    "recorded_at": _TS,
+    "superseded_at": _TS,
+    "content_sha256": pl.String(),
+    "dump_uri": pl.String(),
+    "dump_record": pl.Int64(),
+    "ingested_at": _TS,
+}
+EPISODE_SCHEMA = pl.Schema(_EPISODE_COLUMNS)
 
 #: Columns that may never be null in an accepted episode.
 REQUIRED_COLUMNS = (
@@ -97,18 +96,17 @@ class RejectReason(StrEnum):
     DUPLICATE = "duplicate"
 
 
-REJECT_SCHEMA = pl.Schema(
-    {
-        "tenant_id": pl.String,
-        "source_system": pl.Enum(SOURCE_SYSTEMS),
-        "dump_uri": pl.String,
-        "dump_record": pl.Int64,
-        "reason": pl.Enum([r.value for r in RejectReason]),
-        "detail": pl.String,
-        "raw": pl.String,
-        "ingested_at": _TS,
-    }
-)
+_REJECT_COLUMNS: dict[str, pl.DataType] = {
+    "tenant_id": pl.String(),
+    "source_system": pl.Enum(SOURCE_SYSTEMS),
+    "dump_uri": pl.String(),
+    "dump_record": pl.Int64(),
+    "reason": pl.Enum([r.value for r in RejectReason]),
+    "detail": pl.String(),
+    "raw": pl.String(),
+    "ingested_at": _TS,
+}
+REJECT_SCHEMA = pl.Schema(_REJECT_COLUMNS)
 
 
 def empty_episodes() -> pl.DataFrame:

@@ -82,14 +82,27 @@ def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame
         }
         for live, m in manifests
     ]
-    schema = {
-        "ingest_id": pl.String, "live": pl.Boolean, "source_system": pl.String,
-        "dump": pl.String, "dump_uri": pl.String, "dump_sha256": pl.String,
-        "dump_bytes": pl.Int64, "tenant_id": pl.String, "scope_template": pl.String,
-        "connector_version": pl.String, "started_at": pl.Datetime("us", "UTC"),
-        "finished_at": pl.Datetime("us", "UTC"), "duration_s": pl.Float64, "read": pl.Int64,
-        "accepted": pl.Int64, "rejected": pl.Int64, "duplicate": pl.Int64,
-        "rejects_by_reason": pl.String, "episode_files": pl.Int64, "reject_files": pl.Int64,
+    schema: dict[str, pl.DataType] = {
+        "ingest_id": pl.String(),
+        "live": pl.Boolean(),
+        "source_system": pl.String(),
+        "dump": pl.String(),
+        "dump_uri": pl.String(),
+        "dump_sha256": pl.String(),
+        "dump_bytes": pl.Int64(),
+        "tenant_id": pl.String(),
+        "scope_template": pl.String(),
+        "connector_version": pl.String(),
+        "started_at": pl.Datetime("us", "UTC"),
+        "finished_at": pl.Datetime("us", "UTC"),
+        "duration_s": pl.Float64(),
+        "read": pl.Int64(),
+        "accepted": pl.Int64(),
+        "rejected": pl.Int64(),
+        "duplicate": pl.Int64(),
+        "rejects_by_reason": pl.String(),
+        "episode_files": pl.Int64(),
+        "reject_files": pl.Int64(),
     }
     return pl.DataFrame(rows, schema=schema).sort("started_at", descending=True)
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import dotenv
 import polars as pl
 
-
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -38,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.locations import Location
     from pipelines.orchestration.definitions import defs
     from pipelines.orchestration.jobs import ingest_job_name
-    from pipelines.orchestration.partitions import dumps_partitions
+    from pipelines.orchestration.partitions import dumps_partitions_name
 
     landing = Location.from_url(os.environ["MEMPORT_LANDING_URL"])
     systems = args.system or list(registry.CONNECTORS)
@@ -47,9 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         for system in systems:
             dumps = discover_dumps(landing, system)
-            partitions = dumps_partitions(system)
-            known = set(instance.get_dynamic_partitions(partitions.name))
-            instance.add_dynamic_partitions(partitions.name, [d for d in dumps if d not in known])
+            known = set(instance.get_dynamic_partitions(dumps_partitions_name(system)))
+            instance.add_dynamic_partitions(
+                dumps_partitions_name(system), [d for d in dumps if d not in known]
+            )
             job = defs.resolve_job_def(ingest_job_name(system))
             for key in dumps:
                 print(f"ingest {system}/{key} …", end=" ", flush=True)

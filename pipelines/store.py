@@ -91,8 +91,15 @@ class ImportResult:
 class _PartWriter:
     """Buffers frames, writes sorted Parquet parts in a background thread (one in flight)."""
 
-    def __init__(self, store: EpisodeStore, kind: str, dump: DumpInfo, ingest_id: str,
-                 schema: pl.Schema, sort: bool) -> None:
+    def __init__(
+        self,
+        store: EpisodeStore,
+        kind: str,
+        dump: DumpInfo,
+        ingest_id: str,
+        schema: pl.Schema,
+        sort: bool,
+    ) -> None:
         self.store, self.kind, self.schema, self.sort = store, kind, schema, sort
         self.dir = store.partition_dir(kind, dump.source_system, dump.key)
         self.ingest_id = ingest_id
@@ -163,8 +170,9 @@ class EpisodeStore:
         if self.location.is_local:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.fs.open(path, "wb") as f:
-            frame.write_parquet(f, compression="zstd", compression_level=3, statistics=True,
-                                row_group_size=100_000)
+            frame.write_parquet(
+                f, compression="zstd", compression_level=3, statistics=True, row_group_size=100_000
+            )
         return {"path": path, "rows": frame.height, "bytes": self.fs.size(path)}
 
     def ingest(
@@ -234,8 +242,12 @@ class EpisodeStore:
             "started_at": started.isoformat(),
             "finished_at": finished.isoformat(),
             "duration_s": round(time.perf_counter() - clock, 3),
-            "counts": {"read": read, "accepted": accepted, "rejected": rejected,
-                       "duplicate": duplicates},
+            "counts": {
+                "read": read,
+                "accepted": accepted,
+                "rejected": rejected,
+                "duplicate": duplicates,
+            },
             "rejects_by_reason": dict(sorted(reasons.items())),
             "files": {"episodes": episode_files, "rejects": reject_files},
         }
@@ -296,7 +308,7 @@ class EpisodeStore:
             detail=pl.format("same idempotency_key as record {}, which was kept", "kept"),
             raw=pl.struct(EPISODE_SCHEMA.names()).struct.json_encode(),
             ingested_at="ingested_at",
-        ).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+        ).cast(REJECT_SCHEMA)
         return gone.height, kept_files, rejects
 
     # -- reading ---------------------------------------------------------------------------
@@ -341,8 +353,9 @@ class _DumpDigest:
     def __init__(self, fs: Any, uri: str) -> None:
         self._result: tuple[str, int] | BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(fs, uri), daemon=True,
-                                        name="memport-dump-sha256")
+        self._thread = threading.Thread(
+            target=self._run, args=(fs, uri), daemon=True, name="memport-dump-sha256"
+        )
         self._thread.start()
 
     def _run(self, fs: Any, uri: str) -> None:

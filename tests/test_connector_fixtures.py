@@ -34,11 +34,11 @@ def _rows(frame: pl.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize(("system", "name", "expected"), CASES,
-                         ids=[f"{s}/{n}" for s, n, _ in CASES])
+@pytest.mark.parametrize(("system", "name", "expected"), CASES, ids=[f"{s}/{n}" for s, n, _ in CASES])
 def test_fixture_gives_expected_episodes(system: str, name: str, expected: dict[str, Any]) -> None:
-    batches = read_all(registry.get(system), FIXTURES / system / name,
-                       scope_template=expected["scope_template"])
+    batches = read_all(
+        registry.get(system), FIXTURES / system / name, scope_template=expected["scope_template"]
+    )
     episodes = pl.concat([b.episodes for b in batches])
     rejects = pl.concat([b.rejects for b in batches])
     columns = list(expected["episodes"][0]) if expected["episodes"] else ["dump_record"]

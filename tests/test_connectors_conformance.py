@@ -89,7 +89,11 @@ def test_corrupt_lines_become_rejects(connector: Connector, tmp_path: Path) -> N
     rejects = pl.concat([b.rejects for b in batches])
     assert rejects["dump_record"].to_list() == [0, 1, 2, 3, 4]
     assert rejects["reason"].cast(pl.String).to_list() == [
-        "invalid_json", "invalid_json", "invalid_utf8", "not_an_object", "not_an_object"
+        "invalid_json",
+        "invalid_json",
+        "invalid_utf8",
+        "not_an_object",
+        "not_an_object",
     ]
     assert rejects["raw"].null_count() == 0
 

@@ -24,11 +24,17 @@ CORTEX = (FIXTURES / "cortexdb" / "export_and_import.jsonl").read_text(encoding=
 
 
 def mem0_dump(n: int, *, text: str = "fact") -> str:
-    return json.dumps([
-        {"id": f"m-{i}", "memory": f"{text} {i}", "user_id": f"u{i % 3}",
-         "created_at": f"2025-01-01T00:00:{i % 60:02d}Z"}
-        for i in range(n)
-    ])
+    return json.dumps(
+        [
+            {
+                "id": f"m-{i}",
+                "memory": f"{text} {i}",
+                "user_id": f"u{i % 3}",
+                "created_at": f"2025-01-01T00:00:{i % 60:02d}Z",
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def ingest(store: EpisodeStore, landing: Location, system: str, rel: str, **kw: object):
@@ -56,21 +62,27 @@ def test_ingest_and_catalog(store: EpisodeStore, landing: Location, tmp_path: Pa
     summary = build_catalog(store, catalog)
     assert (summary.partitions, summary.episodes, summary.rejects) == (2, 7, 1)
     with connect(catalog) as con:
-        assert con.sql("SELECT source_system, count(*) FROM episodes GROUP BY ALL ORDER BY 1"
-                       ).fetchall() == [("cortexdb", 5), ("mem0", 2)]
+        assert con.sql("SELECT source_system, count(*) FROM episodes GROUP BY ALL ORDER BY 1").fetchall() == [
+            ("cortexdb", 5),
+            ("mem0", 2),
+        ]
         # the duplicate keeps the newest version (record 0, updated later) and rejects the other
-        kept = con.sql("SELECT dump_record, status FROM episodes WHERE source_id = "
-                       "'c0ffee00-0000-4000-8000-000000000001'").fetchall()
+        kept = con.sql(
+            "SELECT dump_record, status FROM episodes WHERE source_id = "
+            "'c0ffee00-0000-4000-8000-000000000001'"
+        ).fetchall()
         assert kept == [(0, "superseded")]
         (dup,) = con.sql("SELECT dump_record, reason, detail, raw FROM rejects").fetchall()
         assert dup[:3] == (2, "duplicate", "same idempotency_key as record 0, which was kept")
         assert json.loads(dup[3])["source_id"] == "c0ffee00-0000-4000-8000-000000000001"
-        imports = con.sql("SELECT source_system, dump, read, accepted, rejected, duplicate, live "
-                          "FROM imports ORDER BY 1").fetchall()
-        assert imports == [("cortexdb", "mixed.jsonl", 5, 5, 0, 0, True),
-                           ("mem0", "2026/page2.json", 3, 2, 0, 1, True)]
-        manifest_sha = con.sql("SELECT dump_sha256 FROM imports WHERE source_system='mem0'"
-                               ).fetchall()
+        imports = con.sql(
+            "SELECT source_system, dump, read, accepted, rejected, duplicate, live FROM imports ORDER BY 1"
+        ).fetchall()
+        assert imports == [
+            ("cortexdb", "mixed.jsonl", 5, 5, 0, 0, True),
+            ("mem0", "2026/page2.json", 3, 2, 0, 1, True),
+        ]
+        manifest_sha = con.sql("SELECT dump_sha256 FROM imports WHERE source_system='mem0'").fetchall()
     assert manifest_sha == [(hashlib.sha256(MEM0_PAGE.encode()).hexdigest(),)]
 
 
@@ -78,14 +90,14 @@ def test_reingest_is_exactly_once(store: EpisodeStore, landing: Location, tmp_pa
     put(landing, "mem0/a.json", mem0_dump(5))
     for _ in range(3):
         ingest(store, landing, "mem0", "a.json")
-    rows = live_rows(store, tmp_path / "c.duckdb",
-                     "SELECT count(*), count(DISTINCT episode_id) FROM episode_log")
+    rows = live_rows(
+        store, tmp_path / "c.duckdb", "SELECT count(*), count(DISTINCT episode_id) FROM episode_log"
+    )
     assert rows == [(5, 5)]
     # a changed dump replaces the partition: new content, still one version per record
     put(landing, "mem0/a.json", mem0_dump(4, text="changed"))
     ingest(store, landing, "mem0", "a.json")
-    rows = live_rows(store, tmp_path / "c.duckdb",
-                     "SELECT count(*), min(content) FROM episode_log")
+    rows = live_rows(store, tmp_path / "c.duckdb", "SELECT count(*), min(content) FROM episode_log")
     assert rows == [(4, "changed 0")]
     assert len([m for live, m in store.manifests()]) == 4
 
@@ -123,8 +135,7 @@ def _dump_args(landing: Location, rel: str):
     from pipelines.store import DumpInfo, dump_key
 
     path = landing.path("mem0", rel)
-    dump = DumpInfo(landing.fs.unstrip_protocol(path), "mem0", dump_key(rel), "1", "acme",
-                    "user:{user_id}")
+    dump = DumpInfo(landing.fs.unstrip_protocol(path), "mem0", dump_key(rel), "1", "acme", "user:{user_id}")
     batches = registry.get("mem0").read(landing.fs, path, tenant_id="acme", batch_rows=3)
     return dump, batches, landing.fs
 

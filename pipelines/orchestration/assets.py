@@ -44,8 +44,7 @@ def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheck
         dg.AssetCheckResult(
             asset_key=key,
             check_name="accounting_balances",
-            passed=counts["read"]
-            == counts["accepted"] + counts["rejected"] + counts["duplicate"],
+            passed=counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicate"],
             metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()},
         ),
         dg.AssetCheckResult(
@@ -77,10 +76,16 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
         ),
         kinds={"parquet", "polars", "duckdb"},
         check_specs=[
-            dg.AssetCheckSpec("accounting_balances", asset=key,
-                              description="read = accepted + rejected + duplicate"),
-            dg.AssetCheckSpec("reject_rate", asset=key,
-                              description=f"at most {REJECT_RATE_WARN:.0%} of records rejected"),
+            dg.AssetCheckSpec(
+                "accounting_balances",
+                asset=key,
+                description="read = accepted + rejected + duplicate",
+            ),
+            dg.AssetCheckSpec(
+                "reject_rate",
+                asset=key,
+                description=f"at most {REJECT_RATE_WARN:.0%} of records rejected",
+            ),
         ],
         metadata={"connector_version": connector.version},
     )
@@ -95,8 +100,9 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
 
         def progress(read: int, accepted: int, rejected: int) -> None:
             if read >= state["next_log"]:
-                context.log.info(f"{relpath}: read {read:,} records "
-                                 f"({accepted:,} accepted, {rejected:,} rejected so far)")
+                context.log.info(
+                    f"{relpath}: read {read:,} records ({accepted:,} accepted, {rejected:,} rejected so far)"
+                )
                 state["next_log"] = read + 250_000
 
         result = ingest_dump(
@@ -154,8 +160,9 @@ def episode_catalog(
     store = episode_store.store()
     summary = build_catalog(store, episode_store.catalog_path)
     removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
-    context.log.info(f"catalog {summary.path}: {summary.episodes:,} episodes; "
-                     f"vacuumed {len(removed)} unreferenced file(s)")
+    context.log.info(
+        f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(summary.episodes),

@@ -7,7 +7,6 @@ import dagster as dg
 
 from connectors import registry
 from pipelines.orchestration.assets import ingest_asset_key
-from pipelines.orchestration.partitions import dumps_partitions
 
 
 def ingest_job_name(system: str) -> str:
@@ -18,7 +17,6 @@ INGEST_JOBS = [
     dg.define_asset_job(
         ingest_job_name(system),
         selection=dg.AssetSelection.assets(ingest_asset_key(system)),
-        partitions_def=dumps_partitions(system),
         description=f"Ingest one {system} dump (pick the partition) into the episode store.",
     )
     for system in registry.CONNECTORS
@@ -29,6 +27,7 @@ catalog_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("episode_catalog"),
     description="Rebuild the DuckDB catalog over the store's live partitions.",
 )
+
 
 #: The catalog follows every successful ingest run.
 @dg.run_status_sensor(

@@ -8,7 +8,7 @@ import dagster as dg
 from connectors import registry
 from pipelines.ingest import discover_dumps
 from pipelines.orchestration.jobs import ingest_job_name
-from pipelines.orchestration.partitions import dumps_partitions
+from pipelines.orchestration.partitions import dumps_partitions, dumps_partitions_name
 from pipelines.orchestration.resources import LandingZone
 
 
@@ -24,15 +24,14 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     runs: list[dg.RunRequest] = []
     for system in registry.CONNECTORS:
         partitions = dumps_partitions(system)
-        known = set(context.instance.get_dynamic_partitions(partitions.name))
+        known = set(context.instance.get_dynamic_partitions(dumps_partitions_name(system)))
         new = [d for d in discover_dumps(location, system) if d not in known]
         if not new:
             continue
         context.log.info(f"{system}: {len(new)} new dump(s): {', '.join(new[:5])}")
         requests.append(partitions.build_add_request(new))
         runs += [
-            dg.RunRequest(run_key=f"{system}:{key}", job_name=ingest_job_name(system),
-                          partition_key=key)
+            dg.RunRequest(run_key=f"{system}:{key}", job_name=ingest_job_name(system), partition_key=key)
             for key in new
         ]
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)

@@ -1,0 +1,143 @@
+"""Dagster: definitions load, in-process materializations, the landing sensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from pipelines.locations import Location
+from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
+from pipelines.orchestration.definitions import defs
+from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+from pipelines.orchestration.sensors import landing_sensor
+from tests.conftest import FIXTURES, put
+
+
+def test_definitions_load() -> None:
+    keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
+    assert keys == {"mem0_episodes", "cortexdb_episodes", "episode_catalog"}
+    for name in ("ingest_mem0", "ingest_cortexdb", "refresh_catalog"):
+        assert defs.resolve_job_def(name) is not None
+    assert defs.resolve_sensor_def("landing_sensor") is not None
+    for asset in INGEST_ASSETS:
+        assert asset.descriptions_by_key[asset.key]
+
+
+def test_definitions_load_through_workspace_yaml() -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parent.parent
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(repo / "workspace.yaml"),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture
+def resources(tmp_path: Path, backend: str) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "landing": LandingZone(url=f"{backend}/landing"),
+        "episode_store": EpisodeStoreResource(
+            url=f"{backend}/store", catalog_path=str(tmp_path / "episodes.duckdb")
+        ),
+        "import_settings": ImportSettings(
+            tenant_id="acme", scope_templates='{"mem0": "org:acme/user:{user_id}"}'
+        ),
+    }
+
+
+def test_materialize_partitions_and_catalog(
+    resources: dict[str, dg.ConfigurableResource], tmp_path: Path
+) -> None:
+    landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
+    put(landing, "mem0/page.json", (FIXTURES / "mem0" / "paginated_v3.json").read_bytes())
+    put(
+        landing,
+        "cortexdb/x.jsonl",
+        (FIXTURES / "cortexdb" / "export_and_import.jsonl").read_bytes(),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("mem0_dumps", ["page.json"])
+    instance.add_dynamic_partitions("cortexdb_dumps", ["x.jsonl"])
+    mem0 = next(a for a in INGEST_ASSETS if a.key.path == ["mem0_episodes"])
+    cortex = next(a for a in INGEST_ASSETS if a.key.path == ["cortexdb_episodes"])
+
+    result = dg.materialize([mem0], resources=resources, instance=instance, partition_key="page.json")
+    assert result.success
+    (mat,) = result.asset_materializations_for_node(mem0.op.name)
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert (meta["records_read"], meta["accepted"], meta["rejected"], meta["duplicates"]) == (
+        3,
+        2,
+        0,
+        1,
+    )
+    assert meta["dagster/row_count"] == 2
+    assert "Uses PostgreSQL 17" in meta["preview"]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"accounting_balances": True, "reject_rate": True}
+
+    assert dg.materialize([cortex], resources=resources, instance=instance, partition_key="x.jsonl").success
+    result = dg.materialize([episode_catalog], resources=resources, instance=instance)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("episode_catalog")
+    assert mat.metadata["episodes"].value == 7
+    con = duckdb.connect(str(tmp_path / "episodes.duckdb"), read_only=True)
+    Location.from_url(resources["episode_store"].url).register_with(con)  # type: ignore[attr-defined]
+    assert con.sql("SELECT scope FROM episodes WHERE source_system = 'mem0' LIMIT 1").fetchall() == [
+        ("org:acme/user:dana",)
+    ]
+
+
+def test_bad_dump_fails_the_partition_with_a_clear_message(
+    resources: dict[str, dg.ConfigurableResource],
+) -> None:
+    landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
+    put(landing, "mem0/letta.af", '{\n  "agents": [],\n  "blocks": []\n}')
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("mem0_dumps", ["letta.af"])
+    mem0 = next(a for a in INGEST_ASSETS if a.key.path == ["mem0_episodes"])
+    result = dg.materialize(
+        [mem0],
+        resources=resources,
+        instance=instance,
+        partition_key="letta.af",
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message  # type: ignore[union-attr]
+    assert "letta.af: not a Mem0 memory dump" in message and "agents, blocks" in message
+
+
+def test_landing_sensor_adds_partitions_and_requests_runs(
+    resources: dict[str, dg.ConfigurableResource],
+) -> None:
+    landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
+    put(landing, "mem0/a.json", "[]")
+    put(landing, "mem0/sub/b.json", "[]")
+    put(landing, "cortexdb/c.jsonl", "")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("mem0_dumps", ["a.json"])  # already known
+    context = dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]})
+    result = landing_sensor(context)
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("ingest_cortexdb", "c.jsonl"),
+        ("ingest_mem0", "sub/b.json"),
+    ]
+    added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
+    assert added == {"mem0_dumps": ["sub/b.json"], "cortexdb_dumps": ["c.jsonl"]}
