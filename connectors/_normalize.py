@@ -208,7 +208,8 @@ def finish(
         detail = pl.when(fresh).then(text).otherwise(detail)
     frame = staged.with_columns(scope=scope, reason=reason, detail=detail)
 
-    accepted = frame.filter(pl.col("reason").is_null()).with_columns(
+    has_rejects = frame["reason"].null_count() < frame.height
+    accepted = (frame.filter(pl.col("reason").is_null()) if has_rejects else frame).with_columns(
         tenant_id=pl.lit(options.tenant_id),
         source_system=pl.lit(system),
         dump_uri=pl.lit(dump_uri),

@@ -34,7 +34,7 @@ _PEEK_BYTES = 1 << 16
 _BLOCK_BYTES = 8 << 20
 _SPLIT_ROWS = 16_384
 #: DuckDB's working-memory cap per read; it streams, so this bounds the parser, not the dump.
-DUCKDB_MEMORY_LIMIT = "512MB"
+DUCKDB_MEMORY_LIMIT = "256MB"
 
 Shape = Literal["array", "object", "lines", "empty"]
 
@@ -156,7 +156,7 @@ class ScanError(Exception):
     """DuckDB could not read the JSON document itself (malformed, truncated, too large)."""
 
 
-def _prefetch(reader: pa.RecordBatchReader, depth: int = 2) -> Generator[pa.Table, None, None]:
+def _prefetch(reader: pa.RecordBatchReader, depth: int = 1) -> Generator[pa.Table, None, None]:
     """Read ``reader`` in a background thread, ``depth`` chunks ahead; re-raise its errors here."""
     chunks: queue.Queue[pa.Table | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()

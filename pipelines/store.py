@@ -39,8 +39,11 @@ from connectors.errors import StoreError
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, RejectReason
 from pipelines.locations import Location
 
-#: Episodes per Parquet part: each part is sorted by (tenant_id, scope, observed_at) in memory.
+#: A Parquet part is flushed once this many rows, or this many bytes of in-memory data, are
+#: buffered; each part is sorted by (tenant_id, scope, observed_at) in memory, so these bound
+#: the store's working memory whatever the dump's size.
 PART_ROWS = 250_000
+PART_BYTES = 96 << 20
 SORT_KEY = ("tenant_id", "scope", "observed_at")
 MANIFEST_VERSION = 1
 
@@ -105,6 +108,7 @@ class _PartWriter:
         self.ingest_id = ingest_id
         self.buffer: list[pl.DataFrame] = []
         self.buffered = 0
+        self.buffered_bytes = 0
         self.files: list[dict[str, Any]] = []
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"memport-{kind}")
         self.pending: Future[dict[str, Any]] | None = None
@@ -113,14 +117,15 @@ class _PartWriter:
         if frame.height:
             self.buffer.append(frame)
             self.buffered += frame.height
-        if self.buffered >= PART_ROWS:
+            self.buffered_bytes += frame.estimated_size()
+        if self.buffered >= PART_ROWS or self.buffered_bytes >= PART_BYTES:
             self.flush()
 
     def flush(self) -> None:
         if not self.buffer:
             return
         frame = pl.concat(self.buffer, rechunk=False)
-        self.buffer, self.buffered = [], 0
+        self.buffer, self.buffered, self.buffered_bytes = [], 0, 0
         self._wait()
         path = f"{self.dir}/part-{self.ingest_id}-{len(self.files):05d}.parquet"
         self.files.append({"path": path})
@@ -171,7 +176,7 @@ class EpisodeStore:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.fs.open(path, "wb") as f:
             frame.write_parquet(
-                f, compression="zstd", compression_level=3, statistics=True, row_group_size=100_000
+                f, compression="zstd", compression_level=1, statistics=True, row_group_size=100_000
             )
         return {"path": path, "rows": frame.height, "bytes": self.fs.size(path)}
 

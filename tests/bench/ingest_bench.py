@@ -1,0 +1,158 @@
+"""Ingest benchmark: memport's Mem0 ingest against the DuckDB floor, measured in the same run.
+
+    make bench                     # N = 1,000,000
+    BENCH_N=200000 make bench      # smaller
+
+Generates a Mem0 ``get_all`` dump (a bare JSON array, as the v1.0/v2 API returns it) of N records
+with realistic text lengths (5-120 words), unicode, nested metadata and Pacific-offset timestamps,
+plus one of N/4 records. Each measurement runs in a fresh subprocess so peak resident memory
+(ru_maxrss) is that step's alone:
+
+- floor: DuckDB ``read_json`` → Parquet ``COPY`` of the same file, default settings;
+- memport: ``pipelines.ingest.ingest_dump`` — the code path the Dagster asset runs — into a fresh
+  store (connector, normalization, dedup, sorted Parquet parts, manifest).
+
+Targets (issue #2): wall time ≤ 1.5x the floor; peak RSS ≤ 1.5 GiB; peak RSS at N ≤ 1.25x the
+peak at N/4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
+WORDS = (
+    "the user prefers tea coffee morning meeting project deadline café naïve résumé data "
+    "pipeline memory agent Lisbon São Paulo München 東京 日本語 学習 emoji 🚀 🌶️ payments "
+    "PostgreSQL Kafka weekly summary Friday allergic peanuts marathon Berlin daughter "
+    "kindergarten standing desk cello orchestra metric units timezone Europe vegetarian"
+).split()
+
+
+def generate(n: int, path: Path) -> None:
+    """Write the dump with DuckDB (seconds, not minutes, for a million records)."""
+    words = "[" + ",".join("'" + w.replace("'", "''") + "'" for w in WORDS) + "]"
+    tmp = path.with_suffix(".tmp")
+    duckdb.execute(
+        f"""
+        COPY (
+          SELECT
+            uuid() AS id,
+            array_to_string(list_transform(range(5 + (hash(i) % 116)::INT),
+                            lambda k: {words}[1 + (hash(i * 131 + k) % {len(WORDS)})::INT]), ' ')
+              AS memory,
+            'u-' || (i % 5000) AS user_id,
+            CASE WHEN i % 3 = 0 THEN 'agent-' || (i % 7) END AS agent_id,
+            'kitchen-helper' AS app_id,
+            CASE WHEN i % 5 = 0 THEN 'run-' || (i % 97) END AS session_id,
+            {{'source': 'onboarding', 'nested': {{'score': (i % 100) / 100.0,
+              'tags': ['a', 'b', 'ü' || (i % 10)]}}}} AS metadata,
+            CASE WHEN i % 4 = 0 THEN NULL ELSE ['food', 'user_preferences'] END AS categories,
+            NULL AS expiration_date,
+            strftime(TIMESTAMP '2024-07-01' + INTERVAL (i) SECOND, '%Y-%m-%dT%H:%M:%S.%f')
+              || '-07:00' AS created_at,
+            strftime(TIMESTAMP '2025-01-01' + INTERVAL (i) SECOND, '%Y-%m-%dT%H:%M:%S.%f')
+              || 'Z' AS updated_at
+          FROM range({n}) t(i)
+        ) TO '{tmp}' (FORMAT json, ARRAY true)
+        """
+    )
+    tmp.replace(path)
+
+
+def dump_for(n: int) -> Path:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"mem0_get_all_{n}.json"
+    if not path.exists():
+        print(f"generating {path} ({n:,} records) …", flush=True)
+        generate(n, path)
+    return path
+
+
+# -- the measured steps, each run in its own process ---------------------------------------------
+
+
+def _floor(dump: str, out: str) -> int:
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM read_json('{dump}')) TO '{out}/floor.parquet' (FORMAT parquet)")
+    return con.sql(f"SELECT count(*) FROM '{out}/floor.parquet'").fetchall()[0][0]
+
+
+def _memport(dump: str, out: str) -> int:
+    from pipelines.ingest import ingest_dump
+    from pipelines.locations import Location
+    from pipelines.store import EpisodeStore
+
+    landing_dir = Path(out) / "landing" / "mem0"
+    landing_dir.mkdir(parents=True)
+    (landing_dir / "dump.json").symlink_to(Path(dump).resolve())
+    result = ingest_dump(
+        EpisodeStore.from_url(f"{out}/store"),
+        Location.from_url(f"{out}/landing"),
+        "mem0",
+        "dump.json",
+        tenant_id="bench",
+    )
+    return int(result.counts["accepted"])
+
+
+def _child(step: str, dump: str, out: str) -> None:
+    started = time.perf_counter()
+    rows = {"floor": _floor, "memport": _memport}[step](dump, out)
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"rows": rows, "wall": wall, "peak": peak}))
+
+
+def measure(step: str, dump: Path) -> dict[str, float]:
+    out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
+            check=True, capture_output=True, text=True,
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_N", "1000000"))
+    big, small = dump_for(n), dump_for(max(n // 4, 1))
+    size_mb = big.stat().st_size / 1e6
+    print(f"dump: {big} ({size_mb:,.0f} MB, {n:,} records); machine: {os.cpu_count()} cores")
+    floor = measure("floor", big)
+    ours = measure("memport", big)
+    ours_small = measure("memport", small)
+    gib = 1 << 30
+    print(f"{'':10} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
+    for name, m in (("floor", floor), ("memport", ours), (f"memport/4", ours_small)):
+        print(f"{name:10} {m['wall']:8.2f} {m['rows'] / m['wall']:12,.0f} {m['peak'] / 1e6:9.0f}")
+    ratio = ours["wall"] / floor["wall"]
+    growth = ours["peak"] / ours_small["peak"]
+    checks = [
+        (f"wall time vs DuckDB floor: {ratio:.2f}x (target <= 1.5x)", ratio <= 1.5),
+        (f"peak memory: {ours['peak'] / gib:.2f} GiB (target <= 1.5 GiB)", ours["peak"] <= 1.5 * gib),
+        (f"peak memory growth N/4 -> N: {growth:.2f}x (target < 1.25x)", growth < 1.25),
+        (f"rows: memport {ours['rows']:,} == floor {floor['rows']:,}", ours["rows"] == floor["rows"]),
+    ]
+    for text, ok in checks:
+        print(("PASS " if ok else "FAIL ") + text)
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(*sys.argv[2:])
+    else:
+        sys.exit(main())
