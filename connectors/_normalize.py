@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 
 from connectors import _sources
@@ -87,7 +88,7 @@ def run(
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
     runner = _sources.SqlRunner(inner_sql, options.batch_rows)
-    tables: Generator[pa.Table, None, None]
+    tables: Generator[tuple[pa.Table, pa.Table], None, None]
     if head.shape == "lines":
         tables = runner.over_chunks(_sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
     elif head.shape == "array":
@@ -98,8 +99,8 @@ def run(
             _sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
         )
     try:
-        for table in tables:
-            yield finish(pl.DataFrame(table), system, options, uri, ingested_at)
+        for staged, raw in tables:
+            yield finish(pl.DataFrame(staged), raw, system, options, uri, ingested_at)
     finally:
         tables.close()  # release the readers before their DuckDB connection goes
         runner.close()
@@ -111,13 +112,13 @@ def _array(
     path: str,
     head: _sources.Peek,
     options: ReadOptions,
-) -> Generator[pa.Table, None, None]:
+) -> Generator[tuple[pa.Table, pa.Table], None, None]:
     consumed = 0
     if not head.bom:
         try:
-            for batch in runner.over_array_file(fs, path):
-                consumed += batch.num_rows
-                yield batch
+            for staged, raw in runner.over_array_file(fs, path):
+                consumed += raw.num_rows
+                yield staged, raw
             return
         except _sources.ScanError:
             pass  # malformed somewhere: ijson resumes after what was read, and says where it broke
@@ -146,6 +147,7 @@ def _scope_expr(template: str) -> tuple[pl.Expr, pl.Expr]:
 
 def finish(
     staged: pl.DataFrame,
+    raw: pa.Table,
     system: str,
     options: ReadOptions,
     dump_uri: str,
@@ -220,8 +222,9 @@ def finish(
         metadata=pl.col("metadata").fill_null("{}"),
     )
     episodes = accepted.select(pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items())
+    rejected = frame.filter(pl.col("reason").is_not_null())
     rejects = (
-        frame.filter(pl.col("reason").is_not_null())
+        rejected.join(_raw_text(raw, rejected["pos"]), on="pos", how="left")
         .select(
             tenant_id=pl.lit(options.tenant_id),
             source_system=pl.lit(system),
@@ -235,3 +238,11 @@ def finish(
         .cast(REJECT_SCHEMA)
     )
     return Batch(episodes=episodes, rejects=rejects, read=staged.height)
+
+
+def _raw_text(raw: pa.Table, positions: pl.Series) -> pl.DataFrame:
+    """The source text of the rejected records only (the chunk stays in Arrow otherwise)."""
+    if positions.is_empty():
+        return pl.DataFrame(schema={"pos": pl.Int64, "raw": pl.String})
+    wanted = pc.is_in(raw["pos"], value_set=positions.to_arrow())
+    return pl.DataFrame(raw.filter(wanted).select(["pos", "raw"]))

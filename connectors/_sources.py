@@ -115,19 +115,24 @@ class SqlRunner:
     def close(self) -> None:
         self.con.close()
 
-    def over_chunks(self, chunks: Iterable[pl.DataFrame | pa.Table]) -> Generator[pa.Table, None, None]:
+    def over_chunks(
+        self, chunks: Iterable[pl.DataFrame | pa.Table]
+    ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
+        """Yield (staged, raw) per chunk; the raw chunk is kept for the rejects' record text."""
         for chunk in chunks:
             table = chunk if isinstance(chunk, pa.Table) else chunk.to_arrow()
             # Several record batches let DuckDB spread the projection over its threads.
-            self.con.register(
-                "raw_chunk", pa.Table.from_batches(table.combine_chunks().to_batches(_SPLIT_ROWS))
-            )
+            table = pa.Table.from_batches(table.combine_chunks().to_batches(_SPLIT_ROWS))
+            self.con.register("raw_chunk", table)
             try:
-                yield self.con.sql(self.select_sql.replace("{src}", "raw_chunk")).to_arrow_table()
+                staged = self.con.sql(self.select_sql.replace("{src}", "raw_chunk")).to_arrow_table()
             finally:
                 self.con.unregister("raw_chunk")
+            yield staged, table
 
-    def over_array_file(self, fs: AbstractFileSystem, path: str) -> Iterator[pa.Table]:
+    def over_array_file(
+        self, fs: AbstractFileSystem, path: str
+    ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
         """DuckDB streams the array straight from the file; raises ScanError on bad JSON.
 
         The array scan is one thread in DuckDB, so it runs in a background thread of its own
@@ -140,9 +145,8 @@ class SqlRunner:
             scan.register_filesystem(fs)
             uri = fs.unstrip_protocol(path)
         sql = (
-            "SELECT ordinality - 1 AS pos, json AS raw, NULL::VARCHAR AS reason, "
-            f"NULL::VARCHAR AS detail FROM read_json_objects({_sql_str(uri)}, format='array') "
-            "WITH ORDINALITY"
+            "SELECT json AS raw, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail "
+            f"FROM read_json_objects({_sql_str(uri)}, format='array')"
         )
         chunks = _prefetch(scan.sql(sql).to_arrow_reader(self.batch_rows))
         try:
@@ -162,11 +166,14 @@ def _prefetch(reader: pa.RecordBatchReader, depth: int = 1) -> Generator[pa.Tabl
     stop = threading.Event()
 
     def produce() -> None:
+        pos = 0  # DuckDB keeps insertion order, so the position is a running count
         try:
             for batch in reader:
                 if stop.is_set():
                     return
-                chunks.put(pa.Table.from_batches([batch]))
+                positions = pa.array(range(pos, pos + batch.num_rows), pa.int64())
+                pos += batch.num_rows
+                chunks.put(pa.Table.from_batches([batch]).add_column(0, "pos", positions))
             chunks.put(None)
         except (duckdb.Error, OSError, pa.ArrowException) as exc:  # the reader's, surfaced by Arrow
             chunks.put(ScanError(str(exc)))

@@ -20,6 +20,27 @@ def json_struct(fields: Mapping[str, str]) -> str:
     return json.dumps(dict(fields), separators=(",", ":"))
 
 
+def not_a_string(value: str, raw: str, path: str) -> str:
+    """SQL: a field read as VARCHAR was not a JSON string in the record.
+
+    ``json_transform`` to VARCHAR turns any JSON value into text; a second parse of the record to
+    learn the real type is paid only when the text looks like an object, array, number or boolean.
+    """
+    return (
+        f"(({value})[1] IN ('{{', '[') OR ({value}) IN ('true', 'false') "
+        f"OR (strlen({value}) < 40 AND TRY_CAST({value} AS DOUBLE) IS NOT NULL)) "
+        f"AND json_type({raw}, {path}) <> 'VARCHAR'"
+    )
+
+
+def not_a_list(value: str, raw: str, key: str) -> str:
+    """SQL: a field read as VARCHAR[] came out NULL because the record holds a non-list there."""
+    return (
+        f"{value} IS NULL AND contains({raw}, '\"{key}\"') "
+        f"AND json_type({raw}, '$.{key}') NOT IN ('NULL', 'ARRAY')"
+    )
+
+
 def sql_list(values: Iterable[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
@@ -41,6 +62,7 @@ def metadata_sql(
     """
     kept = list(kept)
     derived = dict(derived or {})
+    in_list = sql_list(sorted(set(known) | set(kept)))[1:-1]
     known_keys = sorted(set(known) | set(kept))
     fields = [f"""CASE WHEN {alias}."{k}" IS NOT NULL THEN '"{k}":' || {alias}."{k}" END""" for k in kept]
     fields += [f"""'"{k}":' || ({expr})""" for k, expr in derived.items()]
@@ -55,7 +77,7 @@ def metadata_sql(
     for k, expr in derived.items():
         rest = f"json_merge_patch({rest}, json_object('{k}', ({expr})::JSON))"
     return f"""CASE
-      WHEN NOT list_has_all({sql_list(known_keys)}, json_keys({raw}))
+      WHEN len(list_filter(json_keys({raw}), lambda k: k NOT IN ({in_list}))) > 0
         OR (json_type({meta}) = 'OBJECT' AND contains({meta}, '"_source"'))
       THEN json_merge_patch(
         CASE WHEN json_type({meta}) = 'OBJECT' THEN {meta} ELSE '{{}}' END,

@@ -118,7 +118,7 @@ typed AS (
   FROM shaped
 )
 SELECT
-  pos, raw,
+  pos,
   CASE
     WHEN reason IS NOT NULL THEN reason
     WHEN raw_type IS NULL THEN 'invalid_json'

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from fsspec import AbstractFileSystem
 
 from connectors import _normalize
-from connectors._sql import json_struct, metadata_sql
+from connectors._sql import json_struct, metadata_sql, not_a_list, not_a_string
 from connectors.base import Batch, Connector, ReadOptions
 
 NAME = "mem0"
@@ -64,22 +64,24 @@ _KEPT = (
     "text_lemmatized",
 )
 _STRUCT = json_struct(
-    {k: "JSON" for k in ("id", "memory", "name", "content", "categories", "metadata", *_KEPT)}
+    {k: "JSON" for k in ("metadata", *_KEPT)}
+    | {"categories": "VARCHAR[]"}
     | {
         k: "VARCHAR"
-        for k in (
-            "user_id",
-            "agent_id",
-            "run_id",
-            "session_id",
-            "actor_id",
-            "role",
-            "created_at",
-            "updated_at",
-        )
+        for k in ("id", "memory", "name", "content", "user_id", "agent_id", "run_id",
+                  "session_id", "actor_id", "role", "created_at", "updated_at")
     }
 )
 _METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
+_TEXT_PATH = (
+    "CASE WHEN r.memory IS NOT NULL THEN '$.memory' WHEN r.name IS NOT NULL THEN '$.name' "
+    "ELSE '$.content' END"
+)
+_ID_NOT_STRING = (
+    "(r.id[1] IN ('{', '[') OR r.id IN ('true', 'false')) AND json_type(raw, '$.id') <> 'VARCHAR'"
+)
+_TEXT_NOT_STRING = not_a_string("text", "raw", _TEXT_PATH)
+_CATEGORIES_NOT_LIST = not_a_list("r.categories", "raw", "categories")
 
 _SQL = f"""
 WITH parsed AS (
@@ -96,42 +98,49 @@ WITH parsed AS (
 ),
 typed AS (
   SELECT *,
-    coalesce(r.memory, r.name, r.content) AS text_json,
+    coalesce(r.memory, r.name, r.content) AS text,
     TRY_CAST(r.created_at AS TIMESTAMPTZ) AS created_ts,
     TRY_CAST(r.updated_at AS TIMESTAMPTZ) AS updated_ts
   FROM parsed
+),
+checked AS (
+  SELECT *,
+    CASE
+      WHEN reason IS NOT NULL THEN reason
+      WHEN raw_type IS NULL THEN 'invalid_json'
+      WHEN NOT ok THEN 'not_an_object'
+      WHEN {_ID_NOT_STRING} THEN 'wrong_type'
+      WHEN {_TEXT_NOT_STRING} THEN 'wrong_type'
+      WHEN r.created_at IS NOT NULL AND created_ts IS NULL THEN 'bad_timestamp'
+      WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL THEN 'bad_timestamp'
+      WHEN {_CATEGORIES_NOT_LIST} THEN 'wrong_type'
+    END AS why
+  FROM typed
 )
 SELECT
-  pos, raw,
+  pos,
+  why AS reason,
   CASE
-    WHEN reason IS NOT NULL THEN reason
-    WHEN raw_type IS NULL THEN 'invalid_json'
-    WHEN NOT ok THEN 'not_an_object'
-    WHEN json_type(r.id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN 'wrong_type'
-    WHEN json_type(text_json) <> 'VARCHAR' THEN 'wrong_type'
-    WHEN r.created_at IS NOT NULL AND created_ts IS NULL THEN 'bad_timestamp'
-    WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL THEN 'bad_timestamp'
-    WHEN r.categories IS NOT NULL AND json_type(r.categories) <> 'ARRAY' THEN 'wrong_type'
-  END AS reason,
-  CASE
+    WHEN why IS NULL THEN NULL
     WHEN reason IS NOT NULL THEN detail
-    WHEN raw_type IS NULL THEN 'record is not valid JSON'
-    WHEN NOT ok THEN 'record is a JSON ' || lower(raw_type) || ', not an object'
-    WHEN json_type(r.id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
-      THEN 'field id is a JSON ' || lower(coalesce(json_type(r.id), 'null')) || ', expected a string'
-    WHEN json_type(text_json) <> 'VARCHAR'
-      THEN 'field memory is a JSON ' || lower(json_type(text_json)) || ', expected a string'
+    WHEN why = 'invalid_json' THEN 'record is not valid JSON'
+    WHEN why = 'not_an_object' THEN 'record is a JSON ' || lower(raw_type) || ', not an object'
+    WHEN {_ID_NOT_STRING}
+      THEN 'field id is a JSON ' || lower(json_type(raw, '$.id')) || ', expected a string'
+    WHEN {_TEXT_NOT_STRING}
+      THEN 'field ' || substr({_TEXT_PATH}, 3) || ' is a JSON '
+        || lower(json_type(raw, {_TEXT_PATH})) || ', expected a string'
     WHEN r.created_at IS NOT NULL AND created_ts IS NULL
       THEN 'field created_at: ' || r.created_at || ' is not an ISO 8601 timestamp'
     WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL
       THEN 'field updated_at: ' || r.updated_at || ' is not an ISO 8601 timestamp'
-    WHEN r.categories IS NOT NULL AND json_type(r.categories) <> 'ARRAY'
-      THEN 'field categories is a JSON ' || lower(json_type(r.categories)) || ', expected a list'
+    ELSE 'field categories is a JSON ' || lower(json_type(raw, '$.categories'))
+      || ', expected a list'
   END AS detail,
-  '{NAME}:' || (r.id ->> '$') AS idempotency_key,
-  r.id ->> '$' AS source_id,
+  '{NAME}:' || r.id AS idempotency_key,
+  r.id AS source_id,
   'observation' AS type,
-  text_json ->> '$' AS content,
+  text AS content,
   r.role AS role,
   NULL::VARCHAR AS namespace,
   NULL::VARCHAR AS source,
@@ -142,7 +151,7 @@ SELECT
   coalesce(r.session_id, r.run_id) AS session_id,
   NULL::VARCHAR AS priority,
   CASE WHEN r.replaced_by IS NOT NULL THEN 'superseded' ELSE 'active' END AS status,
-  TRY_CAST(r.categories AS VARCHAR[]) AS categories,
+  r.categories AS categories,
   NULL::VARCHAR[] AS tags,
   CASE WHEN ok THEN {_METADATA} END AS metadata,
   created_ts AS observed_at,
@@ -157,7 +166,7 @@ SELECT
   r.app_id ->> '$' AS scope_app_id,
   coalesce(r.session_id, r.run_id) AS scope_session_id,
   coalesce(r.session_id, r.run_id) AS scope_run_id
-FROM typed
+FROM checked
 """
 
 
