@@ -139,6 +139,7 @@ class SqlRunner:
         while the projection SQL works on the previous chunk: both cores stay busy.
         """
         scan = duckdb_connection()
+        scan.execute("SET threads = 1")  # an array is one sequential scan; one thread, one buffer
         if isinstance(fs, LocalFileSystem):
             uri = path
         else:

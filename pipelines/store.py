@@ -43,7 +43,7 @@ from pipelines.locations import Location
 #: buffered; each part is sorted by (tenant_id, scope, observed_at) in memory, so these bound
 #: the store's working memory whatever the dump's size.
 PART_ROWS = 250_000
-PART_BYTES = 96 << 20
+PART_BYTES = 64 << 20
 SORT_KEY = ("tenant_id", "scope", "observed_at")
 MANIFEST_VERSION = 1
 
@@ -176,7 +176,7 @@ class EpisodeStore:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.fs.open(path, "wb") as f:
             frame.write_parquet(
-                f, compression="zstd", compression_level=1, statistics=True, row_group_size=100_000
+                f, compression="snappy", statistics=True, row_group_size=100_000
             )
         return {"path": path, "rows": frame.height, "bytes": self.fs.size(path)}
 

@@ -1,7 +1,7 @@
 """Ingest benchmark: memport's Mem0 ingest against the DuckDB floor, measured in the same run.
 
-    make bench                     # N = 1,000,000
-    BENCH_N=200000 make bench      # smaller
+    make bench                     # N = 1,000,000, best of 2 runs each
+    BENCH_N=200000 BENCH_REPEAT=3 make bench
 
 Generates a Mem0 ``get_all`` dump (a bare JSON array, as the v1.0/v2 API returns it) of N records
 with realistic text lengths (5-120 words), unicode, nested metadata and Pacific-offset timestamps,
@@ -114,16 +114,24 @@ def _child(step: str, dump: str, out: str) -> None:
     print(json.dumps({"rows": rows, "wall": wall, "peak": peak}))
 
 
-def measure(step: str, dump: Path) -> dict[str, float]:
-    out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
-            check=True, capture_output=True, text=True,
-        )
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+def measure(step: str, dump: Path, repeat: int) -> dict[str, float]:
+    """Best wall time (and the peak memory of that run) of ``repeat`` fresh processes.
+
+    Shared machines are noisy; the best of a few runs is the fairest figure for both sides.
+    """
+    runs = []
+    for _ in range(repeat):
+        out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
+                check=True, capture_output=True, text=True,
+            )
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    best = min(runs, key=lambda r: r["wall"])
+    return best | {"peak": max(r["peak"] for r in runs)}
 
 
 def main() -> int:
@@ -131,9 +139,10 @@ def main() -> int:
     big, small = dump_for(n), dump_for(max(n // 4, 1))
     size_mb = big.stat().st_size / 1e6
     print(f"dump: {big} ({size_mb:,.0f} MB, {n:,} records); machine: {os.cpu_count()} cores")
-    floor = measure("floor", big)
-    ours = measure("memport", big)
-    ours_small = measure("memport", small)
+    repeat = int(os.environ.get("BENCH_REPEAT", "2"))
+    floor = measure("floor", big, repeat)
+    ours = measure("memport", big, repeat)
+    ours_small = measure("memport", small, repeat)
     gib = 1 << 30
     print(f"{'':10} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
     for name, m in (("floor", floor), ("memport", ours), (f"memport/4", ours_small)):
