@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
-import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 
 from connectors import _sources
@@ -64,6 +63,7 @@ STAGED_COLUMNS = (
 def run(
     system: str,
     inner_sql: str,
+    shape: _sources.RecordShape,
     fs: AbstractFileSystem,
     path: str,
     options: ReadOptions,
@@ -87,7 +87,7 @@ def run(
         if prefix is None:
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
-    runner = _sources.SqlRunner(inner_sql, options.batch_rows)
+    runner = _sources.SqlRunner(inner_sql, shape, options.batch_rows)
     tables: Generator[tuple[pa.Table, pa.Table], None, None]
     if head.shape == "lines":
         tables = runner.over_chunks(_sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
@@ -113,15 +113,21 @@ def _array(
     head: _sources.Peek,
     options: ReadOptions,
 ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
+    """A JSON array: the fastest reader that can read it, each resuming where the last stopped.
+
+    Typed DuckDB scan → DuckDB record split + per-record parse → ijson (which also says where a
+    broken document breaks).
+    """
     consumed = 0
     if not head.bom:
-        try:
-            for staged, raw in runner.over_array_file(fs, path):
-                consumed += raw.num_rows
-                yield staged, raw
-            return
-        except _sources.ScanError:
-            pass  # malformed somewhere: ijson resumes after what was read, and says where it broke
+        for tier in (runner.over_array_file, runner.over_array_objects):
+            try:
+                for staged, raw in tier(fs, path, start=consumed):
+                    consumed += raw.num_rows
+                    yield staged, raw
+                return
+            except _sources.ScanError:
+                continue
     yield from runner.over_chunks(
         _sources.iter_json_items(
             fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed
@@ -224,7 +230,7 @@ def finish(
     episodes = accepted.select(pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items())
     rejected = frame.filter(pl.col("reason").is_not_null())
     rejects = (
-        rejected.join(_raw_text(raw, rejected["pos"]), on="pos", how="left")
+        rejected.join(_sources.record_text(raw, rejected["pos"].to_arrow()), on="pos", how="left")
         .select(
             tenant_id=pl.lit(options.tenant_id),
             source_system=pl.lit(system),
@@ -238,11 +244,3 @@ def finish(
         .cast(REJECT_SCHEMA)
     )
     return Batch(episodes=episodes, rejects=rejects, read=staged.height)
-
-
-def _raw_text(raw: pa.Table, positions: pl.Series) -> pl.DataFrame:
-    """The source text of the rejected records only (the chunk stays in Arrow otherwise)."""
-    if positions.is_empty():
-        return pl.DataFrame(schema={"pos": pl.Int64, "raw": pl.String})
-    wanted = pc.is_in(raw["pos"], value_set=positions.to_arrow())
-    return pl.DataFrame(raw.filter(wanted).select(["pos", "raw"]))

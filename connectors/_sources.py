@@ -13,6 +13,7 @@ finish, goes through ``ijson`` (C backend) or a line splitter, in chunks of ``ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -24,6 +25,7 @@ import duckdb
 import ijson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
@@ -104,57 +106,191 @@ def _top_level_keys(head: bytes) -> tuple[str, ...]:
     return tuple(keys)
 
 
-class SqlRunner:
-    """Runs one connector's projection SQL over raw relations and streams the results."""
+@dataclass(frozen=True)
+class RecordShape:
+    """What a connector reads from each JSON record: typed fields, and which keys it knows.
 
-    def __init__(self, select_sql: str, batch_rows: int) -> None:
+    ``struct`` maps field → DuckDB type (the ``json_transform`` structure and the ``read_json``
+    columns); ``known`` lists every top-level key the connector maps or keeps, so a record with
+    any other key is flagged ``has_unknown`` and keeps it exactly (see ``_sql.metadata_sql``).
+    """
+
+    struct: dict[str, str]
+    known: tuple[str, ...]
+
+    def unknown_keys_sql(self, raw: str) -> str:
+        keys = ", ".join("'" + k.replace("'", "''") + "'" for k in sorted(self.known))
+        return f"len(list_filter(json_keys({raw}), lambda k: k NOT IN ({keys}))) > 0"
+
+    def prepare_sql(self, src: str) -> str:
+        """raw relation → prepared relation ``(pos, raw, reason, detail, r, has_unknown)``."""
+        struct = json.dumps(self.struct, separators=(",", ":"))
+        return (
+            "(SELECT pos, raw, reason, detail, r, "
+            f"CASE WHEN r IS NOT NULL THEN {self.unknown_keys_sql('raw')} END AS has_unknown "
+            "FROM (SELECT *, CASE WHEN reason IS NULL AND starts_with(ltrim(raw), '{') "
+            f"THEN TRY(json_transform(raw, '{struct}')) END AS r FROM {src}))"
+        )
+
+
+Staged = tuple[pa.Table, pa.Table]
+
+
+class SqlRunner:
+    """Runs one connector's projection SQL over record chunks and streams the results.
+
+    The projection reads ``{src}``, a prepared relation ``(pos, raw, reason, detail, r,
+    has_unknown)`` where ``r`` is the record's typed fields. Each result comes with the raw chunk,
+    kept only for the rejects' record text.
+    """
+
+    def __init__(self, select_sql: str, shape: RecordShape, batch_rows: int) -> None:
         self.select_sql = select_sql
+        self.shape = shape
         self.batch_rows = batch_rows
         self.con = duckdb_connection()
 
     def close(self) -> None:
         self.con.close()
 
-    def over_chunks(
-        self, chunks: Iterable[pl.DataFrame | pa.Table]
-    ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
-        """Yield (staged, raw) per chunk; the raw chunk is kept for the rejects' record text."""
+    def _project(self, table: pa.Table, src: str) -> pa.Table:
+        # Several record batches let DuckDB spread the projection over its threads.
+        table = pa.Table.from_batches(table.to_batches(_SPLIT_ROWS), table.schema)
+        self.con.register("chunk", table)
+        try:
+            return self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_table()
+        finally:
+            self.con.unregister("chunk")
+
+    def over_chunks(self, chunks: Iterable[pl.DataFrame | pa.Table]) -> Generator[Staged, None, None]:
+        """Raw chunks ``(pos, raw, reason, detail)``: DuckDB parses each record here."""
         for chunk in chunks:
             table = chunk if isinstance(chunk, pa.Table) else chunk.to_arrow()
-            # Several record batches let DuckDB spread the projection over its threads.
-            table = pa.Table.from_batches(table.combine_chunks().to_batches(_SPLIT_ROWS))
-            self.con.register("raw_chunk", table)
-            try:
-                staged = self.con.sql(self.select_sql.replace("{src}", "raw_chunk")).to_arrow_table()
-            finally:
-                self.con.unregister("raw_chunk")
-            yield staged, table
+            yield self._project(table, self.shape.prepare_sql("chunk")), table
 
     def over_array_file(
-        self, fs: AbstractFileSystem, path: str
-    ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
-        """DuckDB streams the array straight from the file; raises ScanError on bad JSON.
+        self, fs: AbstractFileSystem, path: str, *, start: int = 0
+    ) -> Generator[Staged, None, None]:
+        """The fast path for one JSON array: two sequential DuckDB scans, one per core.
 
-        The array scan is one thread in DuckDB, so it runs in a background thread of its own
-        while the projection SQL works on the previous chunk: both cores stay busy.
+        One scan reads the typed fields straight into columns (``read_json``), the other the raw
+        record text and its unknown-key flag (``read_json_objects``); they are zipped by position.
+        Raises ScanError where DuckDB cannot read on (malformed JSON, a field of the wrong type,
+        a record that is not an object): the caller resumes after what was yielded.
         """
-        scan = duckdb_connection()
-        scan.execute("SET threads = 1")  # an array is one sequential scan; one thread, one buffer
-        if isinstance(fs, LocalFileSystem):
-            uri = path
-        else:
-            scan.register_filesystem(fs)
-            uri = fs.unstrip_protocol(path)
+        uri = _duckdb_uri(fs, path)
+        columns = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(t)}" for k, t in self.shape.struct.items()) + "}"
+        typed_sql = f"SELECT * FROM read_json({_sql_str(uri)}, format='array', columns={columns})"
+        # The record text crosses over only where it is needed: records with unknown keys.
+        # (A rejected record's text is rebuilt from its typed fields, see record_text.)
+        raw_sql = (
+            "SELECT CASE WHEN u THEN json END AS raw, u AS has_unknown FROM ("
+            f"SELECT json, {self.shape.unknown_keys_sql('json')} AS u "
+            f"FROM read_json_objects({_sql_str(uri)}, format='array'))"
+        )
+        with _scan(fs, typed_sql, self.batch_rows) as typed, _scan(fs, raw_sql, self.batch_rows) as raw:
+            for fields, texts, pos in _zip_by_position(typed, raw, self.batch_rows):
+                if pos + texts.num_rows <= start:
+                    continue
+                n = texts.num_rows
+                record = pa.StructArray.from_arrays(
+                    [_one_chunk(c) for c in fields.columns], fields.column_names
+                )
+                prepared = pa.table(
+                    {
+                        "pos": _positions(pos, n),
+                        "raw": texts["raw"],
+                        "reason": pa.nulls(n, pa.string()),
+                        "detail": pa.nulls(n, pa.string()),
+                        "r": record,
+                        "has_unknown": texts["has_unknown"],
+                    }
+                )
+                if pos < start:
+                    prepared = prepared.slice(start - pos)
+                yield self._project(prepared, "chunk"), prepared
+
+    def over_array_objects(
+        self, fs: AbstractFileSystem, path: str, *, start: int = 0
+    ) -> Generator[Staged, None, None]:
+        """One JSON array, records split by DuckDB and parsed by the projection; resumes at start."""
         sql = (
             "SELECT json AS raw, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail "
-            f"FROM read_json_objects({_sql_str(uri)}, format='array')"
+            f"FROM read_json_objects({_sql_str(_duckdb_uri(fs, path))}, format='array')"
         )
-        chunks = _prefetch(scan.sql(sql).to_arrow_reader(self.batch_rows))
-        try:
-            yield from self.over_chunks(chunks)
-        finally:
-            chunks.close()  # joins the scan thread before its connection goes away
-            scan.close()
+        with _scan(fs, sql, self.batch_rows) as batches:
+            pos = 0
+            for batch in batches:
+                n = batch.num_rows
+                if pos + n > start:
+                    table = batch.add_column(0, "pos", _positions(pos, n))
+                    yield from self.over_chunks([table.slice(max(start - pos, 0))])
+                pos += n
+
+
+def record_text(chunk: pa.Table, positions: pa.Array) -> pl.DataFrame:
+    """``(pos, raw)`` for the given records of a chunk: their source text, or, where the fast
+    path did not carry it (no unknown keys), their typed fields as JSON: every key they had."""
+    rows = chunk.filter(pc.is_in(chunk["pos"], value_set=positions))
+    if "r" not in rows.column_names:
+        return pl.DataFrame(rows.select(["pos", "raw"]))
+    with duckdb.connect() as con:
+        con.register("rows", rows)
+        return con.sql("SELECT pos, coalesce(raw, to_json(r)::VARCHAR) AS raw FROM rows").pl()
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _positions(start: int, n: int) -> pa.Array:
+    return pl.int_range(start, start + n, dtype=pl.Int64, eager=True).to_arrow()
+
+
+def _duckdb_uri(fs: AbstractFileSystem, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+@contextlib.contextmanager
+def _scan(fs: AbstractFileSystem, sql: str, batch_rows: int) -> Iterator[Iterator[pa.Table]]:
+    """Run ``sql`` on a connection of its own in a background thread, one chunk ahead."""
+    con = duckdb_connection()
+    con.execute("SET threads = 1")  # a JSON array is one sequential scan: one thread, one buffer
+    if not isinstance(fs, LocalFileSystem):
+        con.register_filesystem(fs)
+    chunks = _prefetch(con.sql(sql).to_arrow_reader(batch_rows))
+    try:
+        yield chunks
+    finally:
+        chunks.close()  # joins the scan thread before its connection goes away
+        con.close()
+
+
+def _zip_by_position(
+    left: Iterator[pa.Table], right: Iterator[pa.Table], rows: int
+) -> Iterator[tuple[pa.Table, pa.Table, int]]:
+    """Pair two ordered streams of the same records into aligned chunks (no copy when the
+    streams' chunks already line up, which is the usual case: both scans use ``rows``)."""
+    lbuf: list[pa.Table] = []
+    rbuf: list[pa.Table] = []
+    pos = 0
+    while True:
+        if not lbuf:
+            lbuf = [t for t in [next(left, None)] if t is not None]
+        if not rbuf:
+            rbuf = [t for t in [next(right, None)] if t is not None]
+        if not lbuf or not rbuf:
+            if lbuf or rbuf or next(left, None) is not None or next(right, None) is not None:
+                raise ScanError("the two scans of the array disagree on its record count")
+            return
+        ltab, rtab = lbuf.pop(), rbuf.pop()
+        n = min(ltab.num_rows, rtab.num_rows)
+        if ltab.num_rows > n:
+            lbuf.append(ltab.slice(n))
+        if rtab.num_rows > n:
+            rbuf.append(rtab.slice(n))
+        yield ltab.slice(0, n), rtab.slice(0, n), pos
+        pos += n
 
 
 class ScanError(Exception):
@@ -167,14 +303,11 @@ def _prefetch(reader: pa.RecordBatchReader, depth: int = 1) -> Generator[pa.Tabl
     stop = threading.Event()
 
     def produce() -> None:
-        pos = 0  # DuckDB keeps insertion order, so the position is a running count
         try:
             for batch in reader:
                 if stop.is_set():
                     return
-                positions = pa.array(range(pos, pos + batch.num_rows), pa.int64())
-                pos += batch.num_rows
-                chunks.put(pa.Table.from_batches([batch]).add_column(0, "pos", positions))
+                chunks.put(pa.Table.from_batches([batch]))
             chunks.put(None)
         except (duckdb.Error, OSError, pa.ArrowException) as exc:  # the reader's, surfaced by Arrow
             chunks.put(ScanError(str(exc)))

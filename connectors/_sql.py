@@ -5,19 +5,15 @@ filters on them work) plus one reserved key, ``_source``, holding every other fi
 record that no canonical column took. Nothing the source had is dropped; JSON nulls are.
 
 The common case is built by string concatenation from values DuckDB already parsed (no second
-parse of the record). A record with keys the connector does not know, or whose metadata already
-uses ``_source``, takes the exact path: ``json_merge_patch`` on the raw record.
+parse of the record). A record flagged ``has_unknown`` (keys the connector does not know, see
+``_sources.RecordShape``), or whose metadata already uses ``_source``, takes the exact path:
+``json_merge_patch`` on the raw record.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-
-
-def json_struct(fields: Mapping[str, str]) -> str:
-    """The ``json_transform`` structure for ``fields`` (name → DuckDB type)."""
-    return json.dumps(dict(fields), separators=(",", ":"))
 
 
 def not_a_string(value: str, raw: str, path: str) -> str:
@@ -62,7 +58,6 @@ def metadata_sql(
     """
     kept = list(kept)
     derived = dict(derived or {})
-    in_list = sql_list(sorted(set(known) | set(kept)))[1:-1]
     known_keys = sorted(set(known) | set(kept))
     fields = [f"""CASE WHEN {alias}."{k}" IS NOT NULL THEN '"{k}":' || {alias}."{k}" END""" for k in kept]
     fields += [f"""'"{k}":' || ({expr})""" for k, expr in derived.items()]
@@ -77,7 +72,7 @@ def metadata_sql(
     for k, expr in derived.items():
         rest = f"json_merge_patch({rest}, json_object('{k}', ({expr})::JSON))"
     return f"""CASE
-      WHEN len(list_filter(json_keys({raw}), lambda k: k NOT IN ({in_list}))) > 0
+      WHEN has_unknown
         OR (json_type({meta}) = 'OBJECT' AND contains({meta}, '"_source"'))
       THEN json_merge_patch(
         CASE WHEN json_type({meta}) = 'OBJECT' THEN {meta} ELSE '{{}}' END,

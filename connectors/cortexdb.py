@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from fsspec import AbstractFileSystem
 
 from connectors import _normalize
-from connectors._sql import json_struct, metadata_sql
+from connectors._sources import RecordShape
+from connectors._sql import metadata_sql
 from connectors.base import Batch, Connector, ReadOptions
 
 NAME = "cortexdb"
@@ -43,8 +44,8 @@ _PROMOTED = (
     "observed_actor",
 )
 _KEPT = ("event_id", "idempotency_key", "modality", "context")
-_STRUCT = json_struct(
-    {
+_SHAPE = RecordShape(
+    struct={
         k: "VARCHAR"
         for k in (
             "episode_id",
@@ -67,7 +68,8 @@ _STRUCT = json_struct(
         "event_id": "JSON",
         "idempotency_key": "JSON",
         "modality": "JSON",
-    }
+    },
+    known=(*_PROMOTED, *_KEPT),
 )
 #: An import line's content object, less the text that became ``content`` (keeps blob_id etc.).
 _CONTENT_REF = (
@@ -85,16 +87,12 @@ _METADATA = metadata_sql(
 
 _SQL = f"""
 WITH parsed AS (
-  SELECT pos, raw, reason, detail, r,
+  SELECT pos, raw, reason, detail, r, has_unknown,
     reason IS NULL AND r IS NOT NULL AS ok,
     CASE WHEN reason IS NOT NULL THEN NULL
          WHEN r IS NOT NULL THEN 'OBJECT'
          WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
-  FROM (
-    SELECT *, CASE WHEN reason IS NULL AND starts_with(ltrim(raw), '{{')
-                   THEN TRY(json_transform(raw, '{_STRUCT}')) END AS r
-    FROM {{src}}
-  )
+  FROM {{src}}
 ),
 shaped AS (
   SELECT *,
@@ -184,7 +182,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     """Yield the CortexDB episodes in the JSONL dump at ``path`` as canonical batches."""
     sql = _SQL.replace("$tenant", "'" + options.tenant_id.replace("'", "''") + "'")
     yield from _normalize.run(
-        NAME, sql, fs, path, options, expected="CortexDB JSONL (one episode or envelope per line)"
+        NAME, sql, _SHAPE, fs, path, options, expected="CortexDB JSONL (one episode or envelope per line)"
     )
 
 

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from fsspec import AbstractFileSystem
 
 from connectors import _normalize
-from connectors._sql import json_struct, metadata_sql, not_a_list, not_a_string
+from connectors._sources import RecordShape
+from connectors._sql import metadata_sql, not_a_list, not_a_string
 from connectors.base import Batch, Connector, ReadOptions
 
 NAME = "mem0"
@@ -63,14 +64,27 @@ _KEPT = (
     "attributed_to",
     "text_lemmatized",
 )
-_STRUCT = json_struct(
-    {k: "JSON" for k in ("metadata", *_KEPT)}
+_SHAPE = RecordShape(
+    struct={k: "JSON" for k in ("metadata", *_KEPT)}
     | {"categories": "VARCHAR[]"}
     | {
         k: "VARCHAR"
-        for k in ("id", "memory", "name", "content", "user_id", "agent_id", "run_id",
-                  "session_id", "actor_id", "role", "created_at", "updated_at")
-    }
+        for k in (
+            "id",
+            "memory",
+            "name",
+            "content",
+            "user_id",
+            "agent_id",
+            "run_id",
+            "session_id",
+            "actor_id",
+            "role",
+            "created_at",
+            "updated_at",
+        )
+    },
+    known=(*_PROMOTED, *_KEPT),
 )
 _METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
 _TEXT_PATH = (
@@ -85,16 +99,12 @@ _CATEGORIES_NOT_LIST = not_a_list("r.categories", "raw", "categories")
 
 _SQL = f"""
 WITH parsed AS (
-  SELECT pos, raw, reason, detail, r,
+  SELECT pos, raw, reason, detail, r, has_unknown,
     reason IS NULL AND r IS NOT NULL AS ok,
     CASE WHEN reason IS NOT NULL THEN NULL
          WHEN r IS NOT NULL THEN 'OBJECT'
          WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
-  FROM (
-    SELECT *, CASE WHEN reason IS NULL AND starts_with(ltrim(raw), '{{')
-                   THEN TRY(json_transform(raw, '{_STRUCT}')) END AS r
-    FROM {{src}}
-  )
+  FROM {{src}}
 ),
 typed AS (
   SELECT *,
@@ -175,6 +185,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     yield from _normalize.run(
         NAME,
         _SQL,
+        _SHAPE,
         fs,
         path,
         options,

@@ -117,7 +117,7 @@ class _PartWriter:
         if frame.height:
             self.buffer.append(frame)
             self.buffered += frame.height
-            self.buffered_bytes += frame.estimated_size()
+            self.buffered_bytes += int(frame.estimated_size())
         if self.buffered >= PART_ROWS or self.buffered_bytes >= PART_BYTES:
             self.flush()
 
@@ -175,9 +175,7 @@ class EpisodeStore:
         if self.location.is_local:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.fs.open(path, "wb") as f:
-            frame.write_parquet(
-                f, compression="snappy", statistics=True, row_group_size=100_000
-            )
+            frame.write_parquet(f, compression="snappy", statistics=True, row_group_size=100_000)
         return {"path": path, "rows": frame.height, "bytes": self.fs.size(path)}
 
     def ingest(

@@ -31,12 +31,55 @@ from pathlib import Path
 import duckdb
 
 BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
-WORDS = (
-    "the user prefers tea coffee morning meeting project deadline café naïve résumé data "
-    "pipeline memory agent Lisbon São Paulo München 東京 日本語 学習 emoji 🚀 🌶️ payments "
-    "PostgreSQL Kafka weekly summary Friday allergic peanuts marathon Berlin daughter "
-    "kindergarten standing desk cello orchestra metric units timezone Europe vegetarian"
-).split()
+WORDS = [
+    "the",
+    "user",
+    "prefers",
+    "tea",
+    "coffee",
+    "morning",
+    "meeting",
+    "project",
+    "deadline",
+    "café",
+    "naïve",
+    "résumé",
+    "data",
+    "pipeline",
+    "memory",
+    "agent",
+    "Lisbon",
+    "São",
+    "Paulo",
+    "München",
+    "東京",
+    "日本語",
+    "学習",
+    "emoji",
+    "🚀",
+    "🌶️",
+    "payments",
+    "PostgreSQL",
+    "Kafka",
+    "weekly",
+    "summary",
+    "Friday",
+    "allergic",
+    "peanuts",
+    "marathon",
+    "Berlin",
+    "daughter",
+    "kindergarten",
+    "standing",
+    "desk",
+    "cello",
+    "orchestra",
+    "metric",
+    "units",
+    "timezone",
+    "Europe",
+    "vegetarian",
+]
 
 
 def generate(n: int, path: Path) -> None:
@@ -125,7 +168,9 @@ def measure(step: str, dump: Path, repeat: int) -> dict[str, float]:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         finally:
@@ -145,7 +190,7 @@ def main() -> int:
     ours_small = measure("memport", small, repeat)
     gib = 1 << 30
     print(f"{'':10} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
-    for name, m in (("floor", floor), ("memport", ours), (f"memport/4", ours_small)):
+    for name, m in (("floor", floor), ("memport", ours), ("memport/4", ours_small)):
         print(f"{name:10} {m['wall']:8.2f} {m['rows'] / m['wall']:12,.0f} {m['peak'] / 1e6:9.0f}")
     ratio = ours["wall"] / floor["wall"]
     growth = ours["peak"] / ours_small["peak"]
