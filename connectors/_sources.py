@@ -258,7 +258,12 @@ def _scan(fs: AbstractFileSystem, sql: str, batch_rows: int) -> Iterator[Iterato
     con.execute("SET threads = 1")  # a JSON array is one sequential scan: one thread, one buffer
     if not isinstance(fs, LocalFileSystem):
         con.register_filesystem(fs)
-    chunks = _prefetch(con.sql(sql).to_arrow_reader(batch_rows))
+    try:
+        reader = con.sql(sql).to_arrow_reader(batch_rows)
+    except duckdb.Error as exc:  # DuckDB reads the first chunk eagerly
+        con.close()
+        raise ScanError(str(exc)) from exc
+    chunks = _prefetch(reader)
     try:
         yield chunks
     finally:

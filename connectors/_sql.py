@@ -6,8 +6,9 @@ record that no canonical column took. Nothing the source had is dropped; JSON nu
 
 The common case is built by string concatenation from values DuckDB already parsed (no second
 parse of the record). A record flagged ``has_unknown`` (keys the connector does not know, see
-``_sources.RecordShape``), or whose metadata already uses ``_source``, takes the exact path:
-``json_merge_patch`` on the raw record.
+``_sources.RecordShape``) takes the exact path: ``json_merge_patch`` on the raw record. Source
+metadata that is not an object, or that uses the reserved ``_source`` key itself, is kept whole
+under ``_source.metadata``.
 """
 
 from __future__ import annotations
@@ -61,23 +62,19 @@ def metadata_sql(
     known_keys = sorted(set(known) | set(kept))
     fields = [f"""CASE WHEN {alias}."{k}" IS NOT NULL THEN '"{k}":' || {alias}."{k}" END""" for k in kept]
     fields += [f"""'"{k}":' || ({expr})""" for k, expr in derived.items()]
-    fields.append(f"""CASE WHEN json_type({meta}) <> 'OBJECT' THEN '"metadata":' || {meta} END""")
+    # The source's metadata object goes top-level, unless it uses our reserved key itself: then
+    # it is kept whole under _source.metadata instead, like metadata that is not an object.
+    top = f"(json_type({meta}) = 'OBJECT' AND NOT contains({meta}, '\"_source\"'))"
+    fields.append(f"""CASE WHEN NOT {top} THEN '"metadata":' || {meta} END""")
     drop = {k: None for k in known_keys if k not in kept}
     drop_all = json.dumps(drop, separators=(",", ":"))
     drop_keep_meta = json.dumps({k: v for k, v in drop.items() if k != "metadata"}, separators=(",", ":"))
-    rest = (
-        f"json_merge_patch({raw}, CASE WHEN json_type({meta}) = 'OBJECT' "
-        f"THEN '{drop_all}' ELSE '{drop_keep_meta}' END)"
-    )
+    rest = f"json_merge_patch({raw}, CASE WHEN {top} THEN '{drop_all}' ELSE '{drop_keep_meta}' END)"
     for k, expr in derived.items():
         rest = f"json_merge_patch({rest}, json_object('{k}', ({expr})::JSON))"
     return f"""CASE
       WHEN has_unknown
-        OR (json_type({meta}) = 'OBJECT' AND contains({meta}, '"_source"'))
-      THEN json_merge_patch(
-        CASE WHEN json_type({meta}) = 'OBJECT' THEN {meta} ELSE '{{}}' END,
-        json_object('_source', {rest}))
+      THEN json_merge_patch(CASE WHEN {top} THEN {meta} ELSE '{{}}' END, json_object('_source', {rest}))
       ELSE '{{"_source":{{' || concat_ws(',', {", ".join(fields)}) || '}}'
-        || CASE WHEN json_type({meta}) = 'OBJECT' AND {meta} <> '{{}}'
-                THEN ',' || substr({meta}, 2) ELSE '}}' END
+        || CASE WHEN {top} AND {meta} <> '{{}}' THEN ',' || substr({meta}, 2) ELSE '}}' END
     END"""
