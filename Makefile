@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
-export DAGSTER_HOME ?= $(CURDIR)/data/dagster
+DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
 .PHONY: run test test-all bench dev lint typecheck clean
 
@@ -20,7 +20,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 ## run: set up, then ingest the sample dumps in data/landing/ and build the catalog
 run: $(VENV)/.synced
-	$(VENV)/bin/memport run
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/memport run
 
 ## test: set up, then run the default test suite (slow and benchmark tests skipped)
 test: $(VENV)/.synced
@@ -37,7 +37,7 @@ bench: $(VENV)/.synced
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 dev: $(VENV)/.synced
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -160,6 +160,9 @@ def finish(
     ingested_at: datetime,
 ) -> Batch:
     """Normalize one staged batch: fill the scope, run the shared checks, split off rejects."""
+    missing_columns = [c for c in ("pos", "reason", "detail", *STAGED_COLUMNS) if c not in staged.columns]
+    if missing_columns:  # a connector bug, not a data problem: say which column
+        raise TypeError(f"{system} connector SQL does not produce {', '.join(missing_columns)}")
     scope, missing = _scope_expr(options.scope_template)
     staged = staged.with_columns(
         content_bytes=pl.col("content").str.len_bytes(),

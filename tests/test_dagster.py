@@ -26,7 +26,8 @@ def test_definitions_load() -> None:
         assert asset.descriptions_by_key[asset.key]
 
 
-def test_definitions_load_through_workspace_yaml() -> None:
+def test_definitions_load_through_workspace_yaml(tmp_path: Path) -> None:
+    import os
     import subprocess
     import sys
 
@@ -40,6 +41,7 @@ def test_definitions_load_through_workspace_yaml() -> None:
             str(repo / "workspace.yaml"),
         ],
         cwd=repo,
+        env=os.environ | {"DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=180,
