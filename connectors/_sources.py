@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from connectors._sql import UNDECIDED
 from connectors.schema import RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -208,7 +209,10 @@ class SqlRunner:
                 )
                 if pos < start:
                     prepared = prepared.slice(start - pos)
-                yield self._project(prepared, "chunk"), prepared
+                staged = self._project(prepared, "chunk")
+                if pc.any(pc.equal(staged["reason"], UNDECIDED)).as_py():
+                    raise ScanError("a record needs its source text to be judged")
+                yield staged, prepared
 
     def over_array_objects(
         self, fs: AbstractFileSystem, path: str, *, start: int = 0

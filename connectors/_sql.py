@@ -16,18 +16,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+#: Reason a connector's SQL gives a record it cannot judge without the record's text, which the
+#: fast path carries only for records with unknown keys: the reader then re-reads from there
+#: with the text (see ``_sources.SqlRunner.over_array_file``). Never stored.
+UNDECIDED = "undecided"
 
-def not_a_string(value: str, raw: str, path: str) -> str:
+
+def looks_structured(value: str) -> str:
+    """SQL: text read as VARCHAR that may have been a JSON object, array or boolean."""
+    return f"(({value})[1] IN ('{{', '[') OR ({value}) IN ('true', 'false'))"
+
+
+def looks_non_string(value: str) -> str:
+    """SQL: like :func:`looks_structured`, or a number."""
+    return (
+        f"({looks_structured(value)} OR (strlen({value}) < 40 AND TRY_CAST({value} AS DOUBLE) IS NOT NULL))"
+    )
+
+
+def not_a_string(value: str, raw: str, path: str, *, numbers_ok: bool = False) -> str:
     """SQL: a field read as VARCHAR was not a JSON string in the record.
 
     ``json_transform`` to VARCHAR turns any JSON value into text; a second parse of the record to
     learn the real type is paid only when the text looks like an object, array, number or boolean.
     """
-    return (
-        f"(({value})[1] IN ('{{', '[') OR ({value}) IN ('true', 'false') "
-        f"OR (strlen({value}) < 40 AND TRY_CAST({value} AS DOUBLE) IS NOT NULL)) "
-        f"AND json_type({raw}, {path}) <> 'VARCHAR'"
-    )
+    looks = looks_structured(value) if numbers_ok else looks_non_string(value)
+    allowed = "('VARCHAR', 'BIGINT', 'UBIGINT')" if numbers_ok else "('VARCHAR')"
+    return f"{looks} AND json_type({raw}, {path}) NOT IN {allowed}"
 
 
 def not_a_list(value: str, raw: str, key: str) -> str:

@@ -23,7 +23,14 @@ from fsspec import AbstractFileSystem
 
 from connectors import _normalize
 from connectors._sources import RecordShape
-from connectors._sql import metadata_sql, not_a_list, not_a_string
+from connectors._sql import (
+    UNDECIDED,
+    looks_non_string,
+    looks_structured,
+    metadata_sql,
+    not_a_list,
+    not_a_string,
+)
 from connectors.base import Batch, Connector, ReadOptions
 
 NAME = "mem0"
@@ -91,9 +98,8 @@ _TEXT_PATH = (
     "CASE WHEN r.memory IS NOT NULL THEN '$.memory' WHEN r.name IS NOT NULL THEN '$.name' "
     "ELSE '$.content' END"
 )
-_ID_NOT_STRING = (
-    "(r.id[1] IN ('{', '[') OR r.id IN ('true', 'false')) AND json_type(raw, '$.id') <> 'VARCHAR'"
-)
+_ID_NOT_STRING = not_a_string("r.id", "raw", "'$.id'", numbers_ok=True)
+_UNDECIDED = f"raw IS NULL AND ({looks_structured('r.id')} OR {looks_non_string('text')})"
 _TEXT_NOT_STRING = not_a_string("text", "raw", _TEXT_PATH)
 _CATEGORIES_NOT_LIST = not_a_list("r.categories", "raw", "categories")
 
@@ -119,6 +125,7 @@ checked AS (
       WHEN reason IS NOT NULL THEN reason
       WHEN raw_type IS NULL THEN 'invalid_json'
       WHEN NOT ok THEN 'not_an_object'
+      WHEN {_UNDECIDED} THEN '{UNDECIDED}'
       WHEN {_ID_NOT_STRING} THEN 'wrong_type'
       WHEN {_TEXT_NOT_STRING} THEN 'wrong_type'
       WHEN r.created_at IS NOT NULL AND created_ts IS NULL THEN 'bad_timestamp'

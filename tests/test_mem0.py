@@ -129,3 +129,22 @@ def test_large_array_uses_bounded_batches(tmp_path: Path) -> None:
     assert totals(batches) == (5_000, 5_000, 0)
     positions = pl.concat([b.episodes for b in batches])["dump_record"]
     assert positions.to_list() == list(range(5_000))
+
+
+def test_fast_path_judges_types_it_cannot_see(tmp_path: Path) -> None:
+    """The typed scan reads an object-valued memory as text; such records are re-read with their
+    source text rather than accepted, and text that merely looks like a number stays text."""
+    dump = tmp_path / "d.json"
+    records = [memory(i) for i in range(20)]
+    records[5] = memory(5, memory={"text": "structured"})
+    records[6] = memory(6, memory="42")
+    records[7] = memory(7, memory="[citation needed]")
+    dump.write_text(json.dumps(records), encoding="utf-8")
+    batches = read_all(MEM0, dump, batch_rows=4)
+    episodes = pl.concat([b.episodes for b in batches])
+    assert reasons(dump, batch_rows=4) == {5: "wrong_type"}
+    assert episodes.filter(pl.col("dump_record").is_in([6, 7]))["content"].to_list() == [
+        "42",
+        "[citation needed]",
+    ]
+    assert episodes["dump_record"].to_list() == [i for i in range(20) if i != 5]
