@@ -12,7 +12,6 @@ from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
-from pipelines.orchestration.sensors import landing_sensor
 from tests.conftest import FIXTURES, put
 
 
@@ -135,8 +134,11 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     put(landing, "cortexdb/c.jsonl", "")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("mem0_dumps", ["a.json"])  # already known
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    # the daemon refuses run requests for jobs the sensor does not declare
+    assert set(sensor.job_names) == {"ingest_mem0", "ingest_cortexdb"}
     context = dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]})
-    result = landing_sensor(context)
+    result = sensor(context)
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
         ("ingest_cortexdb", "c.jsonl"),
         ("ingest_mem0", "sub/b.json"),

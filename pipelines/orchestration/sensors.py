@@ -7,13 +7,14 @@ import dagster as dg
 
 from connectors import registry
 from pipelines.ingest import discover_dumps
-from pipelines.orchestration.jobs import ingest_job_name
+from pipelines.orchestration.jobs import INGEST_JOBS, ingest_job_name
 from pipelines.orchestration.partitions import dumps_partitions, dumps_partitions_name
 from pipelines.orchestration.resources import LandingZone
 
 
 @dg.sensor(
     name="landing_sensor",
+    jobs=INGEST_JOBS,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a partition per new dump under <landing>/<system>/ and launches its ingest.",
