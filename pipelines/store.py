@@ -200,6 +200,7 @@ class EpisodeStore:
         read = rejected = accepted = 0
         reasons: Counter[str] = Counter()
         preview = EPISODE_SCHEMA.to_frame()
+        key_hashes: list[pl.Series] = []  # 8 bytes a row: finds the dumps that need deduplicating
         try:
             for batch in batches:
                 read += batch.read
@@ -208,6 +209,7 @@ class EpisodeStore:
                 reasons.update(batch.rejects["reason"].cast(pl.String).to_list())
                 if preview.height < 10:
                     preview = pl.concat([preview, batch.episodes.head(10 - preview.height)])
+                key_hashes.append(batch.episodes["idempotency_key"].hash())
                 episodes.add(batch.episodes)
                 rejects.add(batch.rejects)
                 if fail_after_parts is not None and len(episodes.files) >= fail_after_parts:
@@ -215,7 +217,12 @@ class EpisodeStore:
                 if progress:
                     progress(read, accepted, rejected)
             episode_files = episodes.close()
-            duplicates, episode_files, dup_rejects = self._deduplicate(episode_files, ingest_id)
+            maybe_dups = bool(key_hashes) and pl.concat(key_hashes).is_duplicated().any()
+            duplicates, episode_files, dup_rejects = (
+                self._deduplicate(episode_files, ingest_id)
+                if maybe_dups
+                else (0, episode_files, REJECT_SCHEMA.to_frame())
+            )
             rejects.add(dup_rejects)
             reject_files = rejects.close()
         except BaseException:
@@ -269,8 +276,6 @@ class EpisodeStore:
         The others leave the episode files and go to rejects with reason ``duplicate``, the whole
         row kept as JSON, so nothing is lost.
         """
-        if sum(f["rows"] for f in files) < 2:
-            return 0, files, REJECT_SCHEMA.to_frame()
         with duckdb.connect(config={"memory_limit": "256MB"}) as con:
             self.location.register_with(con)
             paths = [self.location.uri(f["path"]) for f in files]
