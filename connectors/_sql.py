@@ -16,6 +16,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+#: The first CTE of every connector's projection: whether the record is a usable object, and what
+#: JSON type it has if not (``r`` is NULL for records that did not parse as objects).
+PARSED_CTE = """parsed AS (
+  SELECT pos, raw, reason, detail, r, has_unknown,
+    reason IS NULL AND r IS NOT NULL AS ok,
+    CASE WHEN reason IS NOT NULL THEN NULL
+         WHEN r IS NOT NULL THEN 'OBJECT'
+         WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
+  FROM {src}
+)"""
+
 #: Reason a connector's SQL gives a record it cannot judge without the record's text, which the
 #: fast path carries only for records with unknown keys: the reader then re-reads from there
 #: with the text (see ``_sources.SqlRunner.over_array_file``). Never stored.

@@ -22,7 +22,7 @@ from fsspec import AbstractFileSystem
 
 from connectors import _normalize
 from connectors._sources import RecordShape
-from connectors._sql import metadata_sql
+from connectors._sql import PARSED_CTE, metadata_sql
 from connectors.base import Batch, Connector, ReadOptions
 
 NAME = "cortexdb"
@@ -86,14 +86,7 @@ _METADATA = metadata_sql(
 )
 
 _SQL = f"""
-WITH parsed AS (
-  SELECT pos, raw, reason, detail, r, has_unknown,
-    reason IS NULL AND r IS NOT NULL AS ok,
-    CASE WHEN reason IS NOT NULL THEN NULL
-         WHEN r IS NOT NULL THEN 'OBJECT'
-         WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
-  FROM {{src}}
-),
+WITH {PARSED_CTE},
 shaped AS (
   SELECT *,
     json_type(r.content) = 'OBJECT' OR r.modality IS NOT NULL AS envelope,

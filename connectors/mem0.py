@@ -24,6 +24,7 @@ from fsspec import AbstractFileSystem
 from connectors import _normalize
 from connectors._sources import RecordShape
 from connectors._sql import (
+    PARSED_CTE,
     UNDECIDED,
     looks_non_string,
     looks_structured,
@@ -74,23 +75,7 @@ _KEPT = (
 _SHAPE = RecordShape(
     struct={k: "JSON" for k in ("metadata", *_KEPT)}
     | {"categories": "VARCHAR[]"}
-    | {
-        k: "VARCHAR"
-        for k in (
-            "id",
-            "memory",
-            "name",
-            "content",
-            "user_id",
-            "agent_id",
-            "run_id",
-            "session_id",
-            "actor_id",
-            "role",
-            "created_at",
-            "updated_at",
-        )
-    },
+    | {k: "VARCHAR" for k in _PROMOTED if k not in ("categories", "metadata")},
     known=(*_PROMOTED, *_KEPT),
 )
 _METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
@@ -104,14 +89,7 @@ _TEXT_NOT_STRING = not_a_string("text", "raw", _TEXT_PATH)
 _CATEGORIES_NOT_LIST = not_a_list("r.categories", "raw", "categories")
 
 _SQL = f"""
-WITH parsed AS (
-  SELECT pos, raw, reason, detail, r, has_unknown,
-    reason IS NULL AND r IS NOT NULL AS ok,
-    CASE WHEN reason IS NOT NULL THEN NULL
-         WHEN r IS NOT NULL THEN 'OBJECT'
-         WHEN json_valid(raw) THEN json_type(raw) END AS raw_type
-  FROM {{src}}
-),
+WITH {PARSED_CTE},
 typed AS (
   SELECT *,
     coalesce(r.memory, r.name, r.content) AS text,
