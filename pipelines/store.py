@@ -100,10 +100,10 @@ class _PartWriter:
         kind: str,
         dump: DumpInfo,
         ingest_id: str,
-        schema: pl.Schema,
+        *,
         sort: bool,
     ) -> None:
-        self.store, self.kind, self.schema, self.sort = store, kind, schema, sort
+        self.store, self.sort = store, sort
         self.dir = store.partition_dir(kind, dump.source_system, dump.key)
         self.ingest_id = ingest_id
         self.buffer: list[pl.DataFrame] = []
@@ -195,8 +195,8 @@ class EpisodeStore:
         clock = time.perf_counter()
         ingest_id = new_ingest_id(started)
         digest = _DumpDigest(dump_fs, dump.uri)
-        episodes = _PartWriter(self, "episodes", dump, ingest_id, EPISODE_SCHEMA, sort=True)
-        rejects = _PartWriter(self, "rejects", dump, ingest_id, REJECT_SCHEMA, sort=False)
+        episodes = _PartWriter(self, "episodes", dump, ingest_id, sort=True)
+        rejects = _PartWriter(self, "rejects", dump, ingest_id, sort=False)
         read = rejected = accepted = 0
         reasons: Counter[str] = Counter()
         preview = EPISODE_SCHEMA.to_frame()
