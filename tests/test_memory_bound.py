@@ -1,0 +1,23 @@
+"""Bounded memory on a large dump (slow: `make test-all`), as the benchmark measures it: 250k vs 1M.
+
+Below ~250k records the buffers (batches, part buffers, scan queues) are still filling, so
+memory rises with N there; past that it is flat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bench import ingest_bench
+
+
+@pytest.mark.slow
+def test_ingest_memory_is_flat_in_dump_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_bench, "BENCH_DIR", tmp_path)
+    small = ingest_bench.measure("memport", ingest_bench.dump_for(250_000), repeat=1)
+    large = ingest_bench.measure("memport", ingest_bench.dump_for(1_000_000), repeat=1)
+    assert (small["rows"], large["rows"]) == (250_000, 1_000_000)
+    assert large["peak"] < 1.5 * (1 << 30)
+    assert large["peak"] < 1.25 * small["peak"], (small["peak"], large["peak"])
