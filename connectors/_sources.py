@@ -2,13 +2,15 @@
 
 Every source produces the same *raw* relation ``(pos, raw, reason, detail)``: the record's
 position in the dump, its JSON text, and a reason code if the record was unusable before it could
-even be parsed (invalid UTF-8, a document that breaks off). A connector's SQL projects the raw
-relation into canonical columns; DuckDB does the JSON parsing, vectorized, and Polars takes over
-from there (see ``_normalize``).
+even be parsed (invalid UTF-8, a document that breaks off). DuckDB parses the records into the
+connector's typed fields (:class:`RecordShape`), the connector's SQL projects them to staged
+columns, and Polars takes over from there (see ``_normalize``).
 
-Fast path: a dump that is one JSON array is read by DuckDB's ``read_json_objects`` directly from
-the file (local or any fsspec filesystem), streaming. Everything else, and any array DuckDB cannot
-finish, goes through ``ijson`` (C backend) or a line splitter, in chunks of ``batch_rows``.
+A dump that is one JSON array is read in tiers, each resuming where the one before stopped:
+two DuckDB scans straight from the file, one per core (typed fields; record text and unknown-key
+flag), zipped by position; then DuckDB splitting records that the projection parses one by one;
+then ``ijson`` (C backend), which also says where a broken document breaks. Envelope objects go
+through ``ijson``, JSON Lines through a line splitter, in chunks of ``batch_rows``.
 """
 
 from __future__ import annotations
