@@ -217,10 +217,11 @@ def finish(
         fresh = reason.is_null() & cond.fill_null(False)
         reason = pl.when(fresh).then(pl.lit(code.value)).otherwise(reason)
         detail = pl.when(fresh).then(text).otherwise(detail)
-    frame = staged.with_columns(scope=scope, reason=reason, detail=detail)
-
-    has_rejects = frame["reason"].null_count() < frame.height
-    accepted = (frame.filter(pl.col("reason").is_null()) if has_rejects else frame).with_columns(
+    # The reasons for every row; the detail texts only for the (usually few) rejected rows.
+    failed = pl.any_horizontal(pl.col("reason").is_not_null(), *(c.fill_null(False) for c, _, _ in checks))
+    frame = staged.with_columns(scope=scope, failed=failed)
+    has_rejects = bool(frame["failed"].any())
+    accepted = (frame.filter(~pl.col("failed")) if has_rejects else frame).with_columns(
         tenant_id=pl.lit(options.tenant_id),
         source_system=pl.lit(system),
         dump_uri=pl.lit(dump_uri),
@@ -231,7 +232,9 @@ def finish(
         metadata=pl.col("metadata").fill_null("{}"),
     )
     episodes = accepted.select(pl.col(name).cast(dtype) for name, dtype in EPISODE_SCHEMA.items())
-    rejected = frame.filter(pl.col("reason").is_not_null())
+    if not has_rejects:
+        return Batch(episodes=episodes, rejects=REJECT_SCHEMA.to_frame(), read=staged.height)
+    rejected = frame.filter(pl.col("failed")).with_columns(reason=reason, detail=detail)
     rejects = (
         rejected.join(_sources.record_text(raw, rejected["pos"].to_arrow()), on="pos", how="left")
         .select(

@@ -237,6 +237,8 @@ class SqlRunner:
 def record_text(chunk: pa.Table, positions: pa.Array) -> pl.DataFrame:
     """``(pos, raw)`` for the given records of a chunk: their source text, or, where the fast
     path did not carry it (no unknown keys), their typed fields as JSON: every key they had."""
+    if len(positions) == 0:
+        return pl.DataFrame(schema={"pos": pl.Int64, "raw": pl.String})
     rows = chunk.filter(pc.is_in(chunk["pos"], value_set=positions))
     if "r" not in rows.column_names:
         return pl.DataFrame(rows.select(["pos", "raw"]))
