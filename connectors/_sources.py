@@ -15,7 +15,9 @@ through ``ijson``, JSON Lines through a line splitter, in chunks of ``batch_rows
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import json
 import queue
 import threading
@@ -156,20 +158,57 @@ class SqlRunner:
     def close(self) -> None:
         self.con.close()
 
-    def _project(self, table: pa.Table, src: str) -> pa.Table:
-        # Several record batches let DuckDB spread the projection over its threads.
-        table = pa.Table.from_batches(table.to_batches(_SPLIT_ROWS), table.schema)
-        self.con.register("chunk", table)
+    def _stream(
+        self, tables: Iterable[pa.Table], src: str, *, undecided_fails: bool = False
+    ) -> Generator[Staged, None, None]:
+        """Run the projection as one streaming query over ``tables`` (planned once, on all of
+        DuckDB's threads), pairing each result batch with the input rows it came from.
+
+        ``src`` is the relation over the input stream (``stream``). An error raised while
+        producing the input (a ScanError from a reader) is re-raised here as itself.
+        """
+        inputs = iter(tables)
+        first = next(inputs, None)
+        if first is None:
+            return
+        schema = first.schema
+        window: collections.deque[pa.Table] = collections.deque()
+        failure: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for table in itertools.chain([first], inputs):
+                    table = table if table.schema == schema else table.cast(schema)
+                    window.append(table)
+                    yield from table.to_batches(_SPLIT_ROWS)
+            except BaseException as exc:  # DuckDB would only see "error in Python stream"
+                failure.append(exc)
+                raise
+
+        self.con.register("stream", pa.RecordBatchReader.from_batches(schema, batches()))
+        results: pa.RecordBatchReader | None = None
         try:
-            return self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_table()
+            results = self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_reader(self.batch_rows)
+            for batch in results:
+                staged = pa.Table.from_batches([batch])
+                if staged.num_rows == 0:
+                    continue
+                if undecided_fails and pc.any(pc.equal(staged["reason"], UNDECIDED)).as_py():
+                    raise ScanError("a record needs its source text to be judged")
+                yield staged, _rows_between(window, pc.min_max(staged["pos"]))
+        except (duckdb.Error, OSError, pa.ArrowException):
+            if failure:
+                raise failure[0] from None
+            raise
         finally:
-            self.con.unregister("chunk")
+            if results is not None:
+                results.close()  # the connection refuses other work while a result is open
+            self.con.unregister("stream")
 
     def over_chunks(self, chunks: Iterable[pl.DataFrame | pa.Table]) -> Generator[Staged, None, None]:
         """Raw chunks ``(pos, raw, reason, detail)``: DuckDB parses each record here."""
-        for chunk in chunks:
-            table = chunk if isinstance(chunk, pa.Table) else chunk.to_arrow()
-            yield self._project(table, self.shape.prepare_sql("chunk")), table
+        tables = (c if isinstance(c, pa.Table) else c.to_arrow() for c in chunks)
+        yield from self._stream(tables, self.shape.prepare_sql("stream"))
 
     def over_array_file(
         self, fs: AbstractFileSystem, path: str, *, start: int = 0
@@ -192,29 +231,12 @@ class SqlRunner:
             f"FROM read_json_objects({_sql_str(uri)}, format='array'))"
         )
         with _scan(fs, typed_sql, self.batch_rows) as typed, _scan(fs, raw_sql, self.batch_rows) as raw:
-            for fields, texts, pos in _zip_by_position(typed, raw, self.batch_rows):
-                if pos + texts.num_rows <= start:
-                    continue
-                n = texts.num_rows
-                record = pa.StructArray.from_arrays(
-                    [_one_chunk(c) for c in fields.columns], fields.column_names
-                )
-                prepared = pa.table(
-                    {
-                        "pos": _positions(pos, n),
-                        "raw": texts["raw"],
-                        "reason": pa.nulls(n, pa.string()),
-                        "detail": pa.nulls(n, pa.string()),
-                        "r": record,
-                        "has_unknown": texts["has_unknown"],
-                    }
-                )
-                if pos < start:
-                    prepared = prepared.slice(start - pos)
-                staged = self._project(prepared, "chunk")
-                if pc.any(pc.equal(staged["reason"], UNDECIDED)).as_py():
-                    raise ScanError("a record needs its source text to be judged")
-                yield staged, prepared
+            prepared = (
+                _prepared(fields, texts, pos).slice(max(start - pos, 0))
+                for fields, texts, pos in _zip_by_position(typed, raw, self.batch_rows)
+                if pos + texts.num_rows > start
+            )
+            yield from self._stream(prepared, "stream", undecided_fails=True)
 
     def over_array_objects(
         self, fs: AbstractFileSystem, path: str, *, start: int = 0
@@ -225,13 +247,41 @@ class SqlRunner:
             f"FROM read_json_objects({_sql_str(_duckdb_uri(fs, path))}, format='array')"
         )
         with _scan(fs, sql, self.batch_rows) as batches:
-            pos = 0
-            for batch in batches:
-                n = batch.num_rows
-                if pos + n > start:
-                    table = batch.add_column(0, "pos", _positions(pos, n))
-                    yield from self.over_chunks([table.slice(max(start - pos, 0))])
-                pos += n
+            yield from self.over_chunks(_numbered(batches, start))
+
+
+def _numbered(batches: Iterator[pa.Table], start: int) -> Iterator[pa.Table]:
+    """Add the running position to each chunk; drop the records before ``start``."""
+    pos = 0
+    for batch in batches:
+        n = batch.num_rows
+        if pos + n > start:
+            yield batch.add_column(0, "pos", _positions(pos, n)).slice(max(start - pos, 0))
+        pos += n
+
+
+def _prepared(fields: pa.Table, texts: pa.Table, pos: int) -> pa.Table:
+    """The prepared relation for one aligned chunk of the two fast-path scans."""
+    n = texts.num_rows
+    return pa.table(
+        {
+            "pos": _positions(pos, n),
+            "raw": texts["raw"],
+            "reason": pa.nulls(n, pa.string()),
+            "detail": pa.nulls(n, pa.string()),
+            "r": pa.StructArray.from_arrays([_one_chunk(c) for c in fields.columns], fields.column_names),
+            "has_unknown": texts["has_unknown"],
+        }
+    )
+
+
+def _rows_between(window: collections.deque[pa.Table], bounds: pa.StructScalar) -> pa.Table:
+    """The input rows with positions in ``bounds`` (min, max); inputs before it are released."""
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    while window and window[0]["pos"][-1].as_py() < lo:
+        window.popleft()
+    tables = [t for t in window if t["pos"][0].as_py() <= hi]
+    return pa.concat_tables(tables)
 
 
 def record_text(chunk: pa.Table, positions: pa.Array) -> pl.DataFrame:
