@@ -155,6 +155,11 @@ class SqlRunner:
         self.batch_rows = batch_rows
         self.con = duckdb_connection()
 
+    @property
+    def scan_rows(self) -> int:
+        """Rows per chunk the scans hand over: half a batch, so two chunks make one result."""
+        return max(self.batch_rows // 2, 1)
+
     def close(self) -> None:
         self.con.close()
 
@@ -230,10 +235,11 @@ class SqlRunner:
             f"SELECT json, {self.shape.unknown_keys_sql('json')} AS u "
             f"FROM read_json_objects({_sql_str(uri)}, format='array'))"
         )
-        with _scan(fs, typed_sql, self.batch_rows) as typed, _scan(fs, raw_sql, self.batch_rows) as raw:
+        rows = self.scan_rows
+        with _scan(fs, typed_sql, rows) as typed, _scan(fs, raw_sql, rows) as raw:
             prepared = (
                 _prepared(fields, texts, pos).slice(max(start - pos, 0))
-                for fields, texts, pos in _zip_by_position(typed, raw, self.batch_rows)
+                for fields, texts, pos in _zip_by_position(typed, raw, rows)
                 if pos + texts.num_rows > start
             )
             yield from self._stream(prepared, "stream", undecided_fails=True)
@@ -246,7 +252,7 @@ class SqlRunner:
             "SELECT json AS raw, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail "
             f"FROM read_json_objects({_sql_str(_duckdb_uri(fs, path))}, format='array')"
         )
-        with _scan(fs, sql, self.batch_rows) as batches:
+        with _scan(fs, sql, self.scan_rows) as batches:
             yield from self.over_chunks(_numbered(batches, start))
 
 

@@ -18,7 +18,7 @@ from fsspec import AbstractFileSystem
 from connectors.errors import ConfigError
 
 #: Rows per batch handed from a connector to the store; bounds the connector's working memory.
-DEFAULT_BATCH_ROWS = 50_000
+DEFAULT_BATCH_ROWS = 100_000
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
