@@ -22,7 +22,7 @@ import json
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
@@ -122,6 +122,10 @@ class RecordShape:
 
     struct: dict[str, str]
     known: tuple[str, ...]
+    #: Stricter types for the fast path's typed scan (e.g. TIMESTAMPTZ where ``struct`` has
+    #: VARCHAR): parsed during the scan; a value that does not fit stops the fast path, and the
+    #: slower tiers judge that record (a reject with its reason) from ``struct``'s types.
+    scan_types: dict[str, str] = field(default_factory=dict)
 
     def unknown_keys_sql(self, raw: str) -> str:
         keys = ", ".join("'" + k.replace("'", "''") + "'" for k in sorted(self.known))
@@ -226,7 +230,8 @@ class SqlRunner:
         a record that is not an object): the caller resumes after what was yielded.
         """
         uri = _duckdb_uri(fs, path)
-        columns = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(t)}" for k, t in self.shape.struct.items()) + "}"
+        types = self.shape.struct | self.shape.scan_types
+        columns = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(t)}" for k, t in types.items()) + "}"
         typed_sql = f"SELECT * FROM read_json({_sql_str(uri)}, format='array', columns={columns})"
         # The record text crosses over only where it is needed: records with unknown keys.
         # (A rejected record's text is rebuilt from its typed fields, see record_text.)

@@ -77,6 +77,7 @@ _SHAPE = RecordShape(
     | {"categories": "VARCHAR[]"}
     | {k: "VARCHAR" for k in _PROMOTED if k not in ("categories", "metadata")},
     known=(*_PROMOTED, *_KEPT),
+    scan_types={"created_at": "TIMESTAMPTZ", "updated_at": "TIMESTAMPTZ"},
 )
 _METADATA = metadata_sql(raw="raw", meta="r.metadata", alias="r", kept=_KEPT, known=_PROMOTED)
 _TEXT_PATH = (
