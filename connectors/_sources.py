@@ -57,7 +57,7 @@ class Peek:
 
 
 def duckdb_connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT, "enable_progress_bar": False})
     con.execute("SET preserve_insertion_order = true")
     return con
 
@@ -325,6 +325,7 @@ def _scan(fs: AbstractFileSystem, sql: str, batch_rows: int) -> Iterator[Iterato
     """Run ``sql`` on a connection of its own in a background thread, one chunk ahead."""
     con = duckdb_connection()
     con.execute("SET threads = 1")  # a JSON array is one sequential scan: one thread, one buffer
+    con.execute("SET memory_limit = '128MB'")
     if not isinstance(fs, LocalFileSystem):
         con.register_filesystem(fs)
     try:

@@ -43,7 +43,7 @@ from pipelines.locations import Location
 #: buffered; each part is sorted by (tenant_id, scope, observed_at) in memory, so these bound
 #: the store's working memory whatever the dump's size.
 PART_ROWS = 250_000
-PART_BYTES = 64 << 20
+PART_BYTES = 32 << 20
 SORT_KEY = ("tenant_id", "scope", "observed_at")
 MANIFEST_VERSION = 1
 

@@ -86,6 +86,7 @@ def generate(n: int, path: Path) -> None:
     """Write the dump with DuckDB (seconds, not minutes, for a million records)."""
     words = "[" + ",".join("'" + w.replace("'", "''") + "'" for w in WORDS) + "]"
     tmp = path.with_suffix(".tmp")
+    duckdb.execute("SET enable_progress_bar = false")
     duckdb.execute(
         f"""
         COPY (
