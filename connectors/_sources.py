@@ -57,7 +57,8 @@ class Peek:
 
 
 def duckdb_connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT, "enable_progress_bar": False})
+    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+    con.execute("SET enable_progress_bar = false")  # library code does not print
     con.execute("SET preserve_insertion_order = true")
     return con
 
