@@ -1,7 +1,7 @@
 """Ingest benchmark: memport's Mem0 ingest against the DuckDB floor, measured in the same run.
 
-    make bench                     # N = 1,000,000, best of 2 runs each
-    BENCH_N=200000 BENCH_REPEAT=3 make bench
+    make bench                     # N = 1,000,000, best of 3 interleaved runs each
+    BENCH_N=200000 BENCH_REPEAT=5 make bench
 
 Generates a Mem0 ``get_all`` dump (a bare JSON array, as the v1.0/v2 API returns it) of N records
 with realistic text lengths (5-120 words), unicode, nested metadata and Pacific-offset timestamps,
@@ -160,24 +160,22 @@ def _child(step: str, dump: str, out: str) -> None:
     print(json.dumps({"rows": rows, "wall": wall, "peak": peak}))
 
 
-def measure(step: str, dump: Path, repeat: int) -> dict[str, float]:
-    """Best wall time (and the peak memory of that run) of ``repeat`` fresh processes.
+def run_once(step: str, dump: Path) -> dict[str, float]:
+    """One measurement in a fresh process, so its peak resident memory is this step's alone."""
+    out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
-    Shared machines are noisy; the best of a few runs is the fairest figure for both sides.
-    """
-    runs = []
-    for _ in range(repeat):
-        out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+
+def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
     best = min(runs, key=lambda r: r["wall"])
     return best | {"peak": max(r["peak"] for r in runs)}
 
@@ -187,10 +185,12 @@ def main() -> int:
     big, small = dump_for(n), dump_for(max(n // 4, 1))
     size_mb = big.stat().st_size / 1e6
     print(f"dump: {big} ({size_mb:,.0f} MB, {n:,} records); machine: {os.cpu_count()} cores")
-    repeat = int(os.environ.get("BENCH_REPEAT", "2"))
-    floor = measure("floor", big, repeat)
-    ours = measure("memport", big, repeat)
-    ours_small = measure("memport", small, repeat)
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    # Interleaved, so a shift in the shared machine's load hits both sides alike; best of each.
+    rounds = [
+        (run_once("floor", big), run_once("memport", big), run_once("memport", small)) for _ in range(repeat)
+    ]
+    floor, ours, ours_small = (best_of([r[i] for r in rounds]) for i in range(3))
     gib = 1 << 30
     print(f"{'':10} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
     for name, m in (("floor", floor), ("memport", ours), ("memport/4", ours_small)):
