@@ -245,7 +245,7 @@ class SqlRunner:
         with _scan(fs, typed_sql, rows) as typed, _scan(fs, raw_sql, rows) as raw:
             prepared = (
                 _prepared(fields, texts, pos).slice(max(start - pos, 0))
-                for fields, texts, pos in _zip_by_position(typed, raw, rows)
+                for fields, texts, pos in _zip_by_position(typed, raw)
                 if pos + texts.num_rows > start
             )
             yield from self._stream(prepared, "stream", undecided_fails=True)
@@ -343,10 +343,10 @@ def _scan(fs: AbstractFileSystem, sql: str, batch_rows: int) -> Iterator[Iterato
 
 
 def _zip_by_position(
-    left: Iterator[pa.Table], right: Iterator[pa.Table], rows: int
+    left: Iterator[pa.Table], right: Iterator[pa.Table]
 ) -> Iterator[tuple[pa.Table, pa.Table, int]]:
     """Pair two ordered streams of the same records into aligned chunks (no copy when the
-    streams' chunks already line up, which is the usual case: both scans use ``rows``)."""
+    streams' chunks already line up, which is the usual case: both scans read equal chunks)."""
     lbuf: list[pa.Table] = []
     rbuf: list[pa.Table] = []
     pos = 0

@@ -64,10 +64,6 @@ def not_a_list(value: str, raw: str, key: str) -> str:
     )
 
 
-def sql_list(values: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
-
-
 def metadata_sql(
     *,
     raw: str,

@@ -107,11 +107,3 @@ _REJECT_COLUMNS: dict[str, pl.DataType] = {
     "ingested_at": _TS,
 }
 REJECT_SCHEMA = pl.Schema(_REJECT_COLUMNS)
-
-
-def empty_episodes() -> pl.DataFrame:
-    return EPISODE_SCHEMA.to_frame()
-
-
-def empty_rejects() -> pl.DataFrame:
-    return REJECT_SCHEMA.to_frame()

@@ -54,8 +54,9 @@ def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], sch
     if files:
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r})")
         return
-    empty = _typed_empty(schema)  # noqa: F841 - scanned by name below
+    con.register("empty", _typed_empty(schema))
     con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")
+    con.unregister("empty")
     con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
 
 
@@ -138,8 +139,9 @@ def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSumma
                 + CURRENT_ORDER
                 + ") = 1"
             )
-            imports = _imports_frame(manifests)  # noqa: F841 - scanned by name below
-            con.execute("CREATE TABLE imports AS SELECT * FROM imports")
+            con.register("import_rows", _imports_frame(manifests))
+            con.execute("CREATE TABLE imports AS SELECT * FROM import_rows")
+            con.unregister("import_rows")
             con.execute(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],

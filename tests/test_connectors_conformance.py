@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 from connectors import registry
 from connectors.base import Batch, Connector
 from connectors.errors import ConfigError, DumpFormatError
-from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, REQUIRED_COLUMNS
 from tests.conftest import FIXTURES
 
 CONNECTORS = list(registry.CONNECTORS.values())
@@ -57,10 +57,8 @@ def test_schema_and_accounting_on_every_fixture(connector: Connector) -> None:
         for b in batches:
             assert b.episodes.schema == EPISODE_SCHEMA
             assert b.rejects.schema == REJECT_SCHEMA
-            required_nulls = b.episodes.select(
-                pl.col(c).null_count() for c in ("episode_id", "scope", "content", "observed_at")
-            ).row(0)
-            assert required_nulls == (0, 0, 0, 0)
+            nulls = b.episodes.select(pl.col(c).null_count() for c in REQUIRED_COLUMNS).row(0)
+            assert nulls == (0,) * len(REQUIRED_COLUMNS), dict(zip(REQUIRED_COLUMNS, nulls, strict=True))
 
 
 @pytest.mark.parametrize("connector", CONNECTORS, ids=ids)
