@@ -107,31 +107,38 @@ typed AS (
       WHEN kind = 'triple' THEN json_merge_patch(r.content, '{{"kind":null}}')::VARCHAR
     END AS text
   FROM shaped
+),
+timed AS (
+  SELECT *, TRY_CAST(observed_text AS TIMESTAMPTZ) AS observed_ts FROM typed
+),
+checked AS (
+  SELECT *,
+    CASE
+      WHEN reason IS NOT NULL THEN reason
+      WHEN raw_type IS NULL THEN 'invalid_json'
+      WHEN NOT ok THEN 'not_an_object'
+      WHEN NOT envelope AND json_type(r.content) NOT IN ('VARCHAR') THEN 'wrong_type'
+      WHEN envelope AND kind IS NULL THEN 'missing_field'
+      WHEN observed_text IS NOT NULL AND observed_ts IS NULL THEN 'bad_timestamp'
+      WHEN r.tenant_id IS NOT NULL AND r.tenant_id <> $tenant THEN 'tenant_mismatch'
+    END AS why
+  FROM timed
 )
 SELECT
   pos,
+  why AS reason,
   CASE
-    WHEN reason IS NOT NULL THEN reason
-    WHEN raw_type IS NULL THEN 'invalid_json'
-    WHEN NOT ok THEN 'not_an_object'
-    WHEN NOT envelope AND json_type(r.content) NOT IN ('VARCHAR') THEN 'wrong_type'
-    WHEN envelope AND kind IS NULL THEN 'missing_field'
-    WHEN observed_text IS NOT NULL AND TRY_CAST(observed_text AS TIMESTAMPTZ) IS NULL
-      THEN 'bad_timestamp'
-    WHEN r.tenant_id IS NOT NULL AND r.tenant_id <> $tenant THEN 'tenant_mismatch'
-  END AS reason,
-  CASE
+    WHEN why IS NULL THEN NULL
     WHEN reason IS NOT NULL THEN detail
-    WHEN raw_type IS NULL THEN 'line is not valid JSON'
-    WHEN NOT ok THEN 'line is a JSON ' || lower(raw_type) || ', not an object'
-    WHEN NOT envelope AND json_type(r.content) NOT IN ('VARCHAR')
+    WHEN why = 'invalid_json' THEN 'line is not valid JSON'
+    WHEN why = 'not_an_object' THEN 'line is a JSON ' || lower(raw_type) || ', not an object'
+    WHEN why = 'wrong_type'
       THEN 'field content is a JSON ' || lower(coalesce(json_type(r.content), 'null'))
         || ', expected a string'
-    WHEN envelope AND kind IS NULL THEN 'import line has no content.kind'
-    WHEN observed_text IS NOT NULL AND TRY_CAST(observed_text AS TIMESTAMPTZ) IS NULL
+    WHEN why = 'missing_field' THEN 'import line has no content.kind'
+    WHEN why = 'bad_timestamp'
       THEN 'observed time ' || observed_text || ' is not an ISO 8601 timestamp'
-    WHEN r.tenant_id IS NOT NULL AND r.tenant_id <> $tenant
-      THEN 'line belongs to tenant ' || r.tenant_id || ', not ' || $tenant
+    ELSE 'line belongs to tenant ' || r.tenant_id || ', not ' || $tenant
   END AS detail,
   CASE WHEN envelope THEN sid ELSE '{NAME}:' || sid END AS idempotency_key,
   sid AS source_id,
@@ -156,7 +163,7 @@ SELECT
   NULL::VARCHAR[] AS categories,
   TRY_CAST(json_extract(r.context, '$.labels') AS VARCHAR[]) AS tags,
   CASE WHEN ok THEN {_METADATA} END AS metadata,
-  TRY_CAST(observed_text AS TIMESTAMPTZ) AS observed_at,
+  observed_ts AS observed_at,
   NULL::TIMESTAMPTZ AS created_at,
   NULL::TIMESTAMPTZ AS updated_at,
   NULL::TIMESTAMPTZ AS valid_from,
@@ -167,7 +174,7 @@ SELECT
   r.namespace AS scope_namespace,
   r.author AS scope_author,
   r.channel AS scope_channel
-FROM typed
+FROM checked
 """
 
 
