@@ -54,6 +54,9 @@ class Connector:
     #: Placeholders a scope template may use with this connector.
     scope_fields: tuple[str, ...]
     default_scope_template: str
+    #: Dump formats it reads: ``json`` (documents), ``jsonl``, ``csv``, ``markdown``, ``zip``,
+    #: ``sqlite``. The conformance suite runs the format-specific checks from this.
+    formats: tuple[str, ...]
     read_fn: ReadFn = field(repr=False)
 
     def read(

@@ -192,5 +192,6 @@ CONNECTOR = Connector(
     description="CortexDB JSONL: export episode lines and import envelope lines, mixed freely.",
     scope_fields=("scope", "namespace", "author", "channel"),
     default_scope_template="{scope}",
+    formats=("jsonl",),
     read_fn=read,
 )

@@ -186,5 +186,6 @@ CONNECTOR = Connector(
     description="Mem0 platform / OSS memories: bare list, {results}, paginated pages, JSON Lines.",
     scope_fields=("user_id", "agent_id", "app_id", "session_id", "run_id"),
     default_scope_template="user:{user_id}",
+    formats=("json", "jsonl"),
     read_fn=read,
 )

@@ -93,7 +93,17 @@ class RejectReason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_VALUE = "bad_value"
     TENANT_MISMATCH = "tenant_mismatch"
+    TOO_DEEP = "too_deep"
+    UNSAFE_ARCHIVE_ENTRY = "unsafe_archive_entry"
+    #: Records read and deliberately not imported (ChatGPT hidden system/tool nodes, nodes
+    #: without a message): counted like every reject, but not held against the reject rate.
+    HIDDEN_NODE = "hidden_node"
+    EMPTY_NODE = "empty_node"
     DUPLICATE = "duplicate"
+
+
+#: Reasons that mean "skipped on purpose", not "could not be used".
+SKIP_REASONS = frozenset({RejectReason.HIDDEN_NODE.value, RejectReason.EMPTY_NODE.value})
 
 
 _REJECT_COLUMNS: dict[str, pl.DataType] = {

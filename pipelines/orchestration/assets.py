@@ -10,6 +10,7 @@ import polars as pl
 
 from connectors import registry
 from connectors.base import Connector
+from connectors.schema import SKIP_REASONS
 from pipelines.catalog import build_catalog
 from pipelines.ingest import ingest_dump
 from pipelines.orchestration.partitions import dumps_partitions
@@ -39,7 +40,10 @@ def _preview_markdown(preview: pl.DataFrame) -> str:
 
 def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
     counts = result.counts
-    rate = counts["rejected"] / counts["read"] if counts["read"] else 0.0
+    # Records skipped on purpose (e.g. ChatGPT's hidden system nodes) are not failures.
+    skipped = sum(n for reason, n in result.manifest["rejects_by_reason"].items() if reason in SKIP_REASONS)
+    considered = counts["read"] - skipped
+    rate = (counts["rejected"] - skipped) / considered if considered else 0.0
     return [
         dg.AssetCheckResult(
             asset_key=key,

@@ -1,0 +1,351 @@
+"""The record path, for dumps that are documents, archives or tables rather than flat JSON records.
+
+Connectors whose dumps need walking (ChatGPT conversation trees, Letta agent files, Zep API pages,
+CSV and Markdown exports, SQLite history tables, zip archives) read them in Python and emit one
+*staged row* per record: a plain dict with the record's position ``pos``, its source text ``raw``
+and the canonical fields they know (``_normalize.STAGED_COLUMNS``; what is missing is null, the
+``scope_<field>`` values for the scope template included). :func:`run` batches the rows and hands
+each batch to the normalization every connector shares (``_normalize.finish``): identity and
+content hashes, the scope, the shared checks and the split of rejects.
+
+A record a connector cannot use becomes a :func:`reject` row. The field helpers here raise
+:class:`Rejected` with a reason code and a detail that names the field and the value; the
+connector catches it per record and emits the reject, so one bad record never costs the others.
+
+``pos`` is the record's 0-based ordinal in the dump in reading order (a CSV data row, a JSON Lines
+line, the n-th node walked in a document); the detail names the place in the document when that
+says more (conversation and node id, block label…).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import IO, Any, Literal
+
+import ijson
+import polars as pl
+from fsspec import AbstractFileSystem
+
+from connectors import _normalize
+from connectors.base import Batch, ReadOptions, scope_placeholders
+from connectors.errors import DumpFormatError
+from connectors.schema import RejectReason
+
+BOM = b"\xef\xbb\xbf"
+#: Nesting deeper than this is rejected (``too_deep``): no real dump comes near it, and Python's
+#: own JSON and recursion limits sit not far above.
+MAX_DEPTH = 64
+
+_TS = pl.Datetime("us", "UTC")
+_STAGED_TYPES: dict[str, pl.DataType] = {
+    "pos": pl.Int64(),
+    "raw": pl.String(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+    **{c: pl.String() for c in _normalize.STAGED_COLUMNS},
+    "categories": pl.List(pl.String),
+    "tags": pl.List(pl.String),
+    **{
+        c: _TS
+        for c in (
+            "observed_at",
+            "created_at",
+            "updated_at",
+            "valid_from",
+            "valid_to",
+            "recorded_at",
+            "superseded_at",
+        )
+    },
+}
+
+Row = dict[str, Any]
+
+
+class Rejected(Exception):
+    """One record cannot be used: why (a reason code) and a detail naming the field and value."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def reject(pos: int, raw: str | None, reason: RejectReason, detail: str) -> Row:
+    """A staged row that is a reject from the start."""
+    return {"pos": pos, "raw": raw, "reason": reason.value, "detail": detail}
+
+
+def rejected(pos: int, raw: str | None, exc: Rejected) -> Row:
+    return reject(pos, raw, exc.reason, exc.detail)
+
+
+def run(
+    system: str, rows: Iterable[Row], fs: AbstractFileSystem, path: str, options: ReadOptions
+) -> Iterator[Batch]:
+    """Normalize the staged rows of one dump, ``options.batch_rows`` at a time."""
+    uri = fs.unstrip_protocol(path)
+    ingested_at = datetime.now(UTC)
+    schema = pl.Schema(
+        _STAGED_TYPES | {f"scope_{name}": pl.String() for name in scope_placeholders(options.scope_template)}
+    )
+    buffer: list[Row] = []
+    for row in rows:
+        buffer.append(row)
+        if len(buffer) >= options.batch_rows:
+            yield _batch(buffer, schema, system, options, uri, ingested_at)
+            buffer = []
+    if buffer:
+        yield _batch(buffer, schema, system, options, uri, ingested_at)
+
+
+def _batch(
+    rows: list[Row], schema: pl.Schema, system: str, options: ReadOptions, uri: str, ingested_at: datetime
+) -> Batch:
+    for row in rows:
+        meta = row.get("metadata")
+        if meta is not None and not isinstance(meta, str):
+            row["metadata"] = dumps(meta)
+    staged = pl.from_dicts(rows, schema=schema)
+    raw = staged.select("pos", "raw").to_arrow()
+    return _normalize.finish(staged.drop("raw"), raw, system, options, uri, ingested_at)
+
+
+# --- field helpers -----------------------------------------------------------------------------
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a Python value parsed from JSON, for details."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    """A string field; a value of another JSON type is ``wrong_type``, a missing required one
+    ``missing_field``. Numbers used as ids are taken as their text only through :func:`ident`."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise Rejected(RejectReason.MISSING_FIELD, f"field {key} is missing")
+        return None
+    if not isinstance(value, str):
+        raise Rejected(
+            RejectReason.WRONG_TYPE, f"field {key} is a JSON {json_type(value)}, expected a string"
+        )
+    return value
+
+
+def ident(record: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    """An id field: a string, or an integer taken as its decimal text."""
+    value = record.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return text(record, key, required=required)
+
+
+def str_list(value: Any, field: str) -> list[str] | None:
+    """A list of strings; null stays null, anything else is ``wrong_type``."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        kind = json_type(value) if not isinstance(value, list) else "array with non-string items"
+        raise Rejected(RejectReason.WRONG_TYPE, f"field {field} is a JSON {kind}, expected a list of strings")
+    return value
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+TimeUnit = Literal["s", "ms", "us"]
+
+
+def parse_time(value: Any, field: str, *, unit: TimeUnit | None = None) -> datetime | None:
+    """A timestamp in UTC, or None for null.
+
+    Text is ISO 8601 (``Z``, offsets, naive = UTC, date-only = midnight UTC, more than six
+    fractional digits cut to microseconds). Numbers are accepted only when the connector states
+    their ``unit`` for this field (``s``, ``ms``, ``us``), as numbers or as digit strings; the unit
+    is never guessed from the magnitude. Anything else is ``bad_timestamp`` naming the field.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field {field}: {value!r} is not a timestamp")
+    if isinstance(value, str) and unit is not None and _NUMBER.fullmatch(value.strip()):
+        value = float(value) if "." in value else int(value)
+    if isinstance(value, int | float):
+        if unit is None:
+            raise Rejected(
+                RejectReason.BAD_TIMESTAMP,
+                f"field {field}: {value!r} is a number; expected ISO 8601 text (a unit is never guessed)",
+            )
+        return _from_epoch(value, field, unit)
+    if not isinstance(value, str):
+        raise Rejected(
+            RejectReason.BAD_TIMESTAMP, f"field {field} is a JSON {json_type(value)}, expected a timestamp"
+        )
+    return parse_iso(value, field)
+
+
+def parse_iso(value: str, field: str) -> datetime:
+    textual = _FRACTION.sub(r"\1", value.strip())
+    try:
+        if len(textual) == 10:
+            day = date.fromisoformat(textual)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        parsed = datetime.fromisoformat(textual)
+    except ValueError:
+        raise Rejected(
+            RejectReason.BAD_TIMESTAMP, f"field {field}: {value!r} is not an ISO 8601 timestamp"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _from_epoch(value: float, field: str, unit: TimeUnit) -> datetime:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field {field}: {value!r} is not a timestamp")
+    micros = round(value * _UNIT_SECONDS[unit] * 1_000_000)
+    try:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    except OverflowError:
+        raise Rejected(
+            RejectReason.BAD_TIMESTAMP, f"field {field}: {value!r} is out of range as epoch {unit}"
+        ) from None
+
+
+def metadata(source_meta: Any, rest: Mapping[str, Any]) -> str:
+    """Canonical metadata text (the convention of ``_sql.metadata_sql``): the source's metadata
+    object at top level, every other field the record had under ``_source`` (nulls dropped).
+    Source metadata that is not an object, or that uses ``_source`` itself, goes whole under
+    ``_source.metadata``."""
+    source = {k: v for k, v in rest.items() if v is not None}
+    top: dict[str, Any] = {}
+    if isinstance(source_meta, dict) and "_source" not in source_meta:
+        top = dict(source_meta)
+    elif source_meta is not None:
+        source["metadata"] = source_meta
+    return dumps({"_source": source, **top})
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """``too_deep`` if ``value`` nests deeper than ``limit`` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise Rejected(RejectReason.TOO_DEEP, f"{where} nests deeper than {limit} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+DumpKind = Literal["empty", "zip", "gzip", "sqlite", "json", "text"]
+_SNIFF_BYTES = 1 << 12
+
+
+def sniff(fs: AbstractFileSystem, path: str) -> DumpKind:
+    """What a dump is, from its first bytes (never from its name): an archive, a SQLite database,
+    gzip, JSON (starts with ``[``, ``{`` or ``"``, after a BOM and whitespace), other text, or empty."""
+    with fs.open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"SQLite format 3\x00"):
+        return "sqlite"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    stripped = head.removeprefix(BOM).lstrip()
+    if not stripped:
+        return "empty"
+    return "json" if stripped[:1] in (b"[", b"{", b'"') else "text"
+
+
+class Malformed(Exception):
+    """A JSON document breaks off or turns invalid; ``pos`` is the first item not read."""
+
+    def __init__(self, pos: int, message: str) -> None:
+        super().__init__(f"after item {pos}: {message}")
+        self.pos = pos
+
+
+def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[tuple[int, Any]]:
+    """Stream ``(position, item)`` for the items under the ijson ``prefix`` (e.g. ``item``).
+
+    Raises :class:`Malformed` where the document breaks; everything before was yielded.
+    Numbers come as int or float (never Decimal).
+    """
+    if skip_bom:
+        head = f.read(len(BOM))
+        if head != BOM:
+            f.seek(0)
+    items = ijson.items(f, prefix, use_float=True)
+    pos = 0
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+            raise Malformed(pos, str(exc)) from None
+        yield pos, item
+        pos += 1
+
+
+def load_document(fs: AbstractFileSystem, path: str, *, expected: str, max_bytes: int = 256 << 20) -> Any:
+    """Parse a whole JSON document that is meant to be read at once (an agent file, one API page).
+
+    A BOM is skipped; a document that is a JSON *string* holding JSON (Letta's double encoding)
+    is decoded once more. Raises :class:`Rejected` (``malformed_document``, ``invalid_utf8``,
+    ``too_deep``) when the text cannot be parsed, :class:`DumpFormatError` when it is larger than
+    ``max_bytes`` (stream such dumps instead).
+    """
+    size = fs.size(path)
+    if size is not None and size > max_bytes:
+        raise DumpFormatError(
+            fs.unstrip_protocol(path),
+            expected,
+            f"a {size:,}-byte document (read at once up to {max_bytes:,})",
+        )
+    data = fs.cat_file(path).removeprefix(BOM)
+    try:
+        textual = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(
+            RejectReason.INVALID_UTF8, f"document is not valid UTF-8 at byte {exc.start}"
+        ) from None
+    doc = _parse(textual)
+    if isinstance(doc, str) and doc.lstrip()[:1] in ("{", "["):
+        doc = _parse(doc)
+    return doc
+
+
+def _parse(textual: str) -> Any:
+    try:
+        doc = json.loads(textual)
+    except RecursionError:
+        raise Rejected(RejectReason.TOO_DEEP, f"document nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise Rejected(RejectReason.MALFORMED_DOCUMENT, f"document is not valid JSON: {exc}") from None
+    check_depth(doc, "document")
+    return doc
