@@ -17,6 +17,8 @@ from pathlib import Path
 import dotenv
 import polars as pl
 
+from pipelines.settings import setting
+
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -39,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
 
-    landing = Location.from_url(os.environ["MEMPORT_LANDING_URL"])
+    landing = Location.from_url(setting("MEMPORT_LANDING_URL"))
     systems = args.system or list(registry.CONNECTORS)
     failures: list[str] = []
     started = time.perf_counter()
@@ -70,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             instance=instance, run_config=_QUIET
         )
         assert catalog.success
-    catalog_path = Path(os.environ["MEMPORT_CATALOG_PATH"]).resolve()
+    catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
     with connect(catalog_path) as con:
         per_system = con.sql(
             "SELECT source_system, count(*) AS episodes FROM episodes GROUP BY ALL ORDER BY 1"
@@ -78,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         rejects = con.sql(
             "SELECT source_system, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY 1, 2"
         ).pl()
-    store_url = Location.from_url(os.environ["MEMPORT_STORE_URL"]).url()
+    store_url = Location.from_url(setting("MEMPORT_STORE_URL")).url()
     print()
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     print(f"  episode store : {store_url}  (Parquet, one partition per dump)")
@@ -108,7 +110,7 @@ def _first_error(result: object) -> str:
 def _sql(args: argparse.Namespace) -> int:
     from pipelines.catalog import connect
 
-    with connect(os.environ["MEMPORT_CATALOG_PATH"]) as con:
+    with connect(setting("MEMPORT_CATALOG_PATH")) as con:
         frame = con.sql(args.query).pl()
     with pl.Config(tbl_rows=args.limit, fmt_str_lengths=80, tbl_width_chars=200):
         print(frame)

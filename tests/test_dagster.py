@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from connectors import registry
 from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
@@ -17,8 +18,8 @@ from tests.conftest import FIXTURES, put
 
 def test_definitions_load() -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert keys == {"mem0_episodes", "cortexdb_episodes", "episode_catalog"}
-    for name in ("ingest_mem0", "ingest_cortexdb", "refresh_catalog"):
+    assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {"episode_catalog"}
+    for name in [f"ingest_{system}" for system in registry.CONNECTORS] + ["refresh_catalog"]:
         assert defs.resolve_job_def(name) is not None
     assert defs.resolve_sensor_def("landing_sensor") is not None
     for asset in INGEST_ASSETS:

@@ -8,11 +8,13 @@ configuration table.
 from __future__ import annotations
 
 import json
+import os
 
 import dagster as dg
 
 from connectors.errors import ConfigError
 from pipelines.locations import Location
+from pipelines.settings import DEFAULTS
 from pipelines.store import EpisodeStore
 
 
@@ -57,14 +59,18 @@ class ImportSettings(dg.ConfigurableResource):
         return templates.get(system)
 
 
+def _env(name: str) -> str:
+    """The variable, resolved by Dagster at run launch when it is set; its default otherwise."""
+    return dg.EnvVar(name) if name in os.environ else DEFAULTS[name]  # type: ignore[return-value]
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
-        "landing": LandingZone(url=dg.EnvVar("MEMPORT_LANDING_URL")),
+        "landing": LandingZone(url=_env("MEMPORT_LANDING_URL")),
         "episode_store": EpisodeStoreResource(
-            url=dg.EnvVar("MEMPORT_STORE_URL"), catalog_path=dg.EnvVar("MEMPORT_CATALOG_PATH")
+            url=_env("MEMPORT_STORE_URL"), catalog_path=_env("MEMPORT_CATALOG_PATH")
         ),
         "import_settings": ImportSettings(
-            tenant_id=dg.EnvVar("MEMPORT_TENANT_ID"),
-            scope_templates=dg.EnvVar("MEMPORT_SCOPE_TEMPLATES"),
+            tenant_id=_env("MEMPORT_TENANT_ID"), scope_templates=_env("MEMPORT_SCOPE_TEMPLATES")
         ),
     }

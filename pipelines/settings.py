@@ -1,0 +1,19 @@
+"""The environment variables memport reads, and their defaults (the repository's ``.env`` sets the
+same values). See the README's configuration table."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "MEMPORT_LANDING_URL": "data/landing",
+    "MEMPORT_STORE_URL": "data/store",
+    "MEMPORT_CATALOG_PATH": "data/episodes.duckdb",
+    "MEMPORT_TENANT_ID": "default",
+    "MEMPORT_SCOPE_TEMPLATES": "",
+}
+
+
+def setting(name: str) -> str:
+    """The variable's value, or its default when it is not set."""
+    return os.environ.get(name, DEFAULTS[name])
