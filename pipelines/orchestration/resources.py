@@ -61,7 +61,7 @@ class ImportSettings(dg.ConfigurableResource):
 
 def _env(name: str) -> str:
     """The variable, resolved by Dagster at run launch when it is set; its default otherwise."""
-    return dg.EnvVar(name) if name in os.environ else DEFAULTS[name]  # type: ignore[return-value]
+    return dg.EnvVar(name) if name in os.environ else DEFAULTS[name]
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
