@@ -51,7 +51,7 @@ from connectors._records import Rejected, Row
 from connectors.errors import DumpFormatError
 from connectors.schema import RejectReason
 
-EXPECTED_ZIP = "OpenMemory backup (a zip holding memories.json or memories.jsonl.gz)"
+EXPECTED_ZIP = "Mem0 OpenMemory backup (a zip holding memories.json or memories.jsonl.gz)"
 _ENTRIES = ("memories.json", "memories.jsonl.gz")
 _STATES = {"active": "active", "paused": "active", "archived": "deleted", "deleted": "deleted"}
 #: Fields mapped to canonical columns (the rest goes under ``metadata._source``).
