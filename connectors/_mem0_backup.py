@@ -288,6 +288,7 @@ def export_row(fs: AbstractFileSystem, path: str, data: bytes, doc: dict[str, An
         "source_id": source_id,
         "type": "document",
         "content": textual,
+        "status": "active",
         "metadata": _records.metadata(None, {"kind": "get_memory_export"}),
         "observed_at": modified_time(fs, path),
     }
