@@ -13,6 +13,13 @@ Mapping: a memory becomes one ``observation`` episode, ``source_id`` = ``id``, i
 ``actor_id`` → author. The source's ``metadata`` object becomes the canonical metadata, and
 every other field the record had (``app_id``, ``hash``, ``expiration_date``, unknown ones…) is
 kept under its ``_source`` key.
+
+Other Mem0 dumps are told apart by content, never by name, and read on the record path: a SQLite
+file is the OSS history database (``_mem0_history``: every ADD/UPDATE/DELETE row a version of its
+memory), a zip is an OpenMemory backup and a JSON object with ``memories`` and ``user`` its
+``memories.json`` (``_mem0_backup``), and any other JSON object that reads as a filled-in schema
+is a ``get_memory_export`` result, imported whole as one ``document``. The JSON arrays, envelopes
+and JSON Lines above keep the SQL path.
 """
 
 from __future__ import annotations
