@@ -13,6 +13,13 @@ Mapping: a memory becomes one ``observation`` episode, ``source_id`` = ``id``, i
 ``actor_id`` → author. The source's ``metadata`` object becomes the canonical metadata, and
 every other field the record had (``app_id``, ``hash``, ``expiration_date``, unknown ones…) is
 kept under its ``_source`` key.
+
+Other Mem0 dumps are told apart by content, never by name, and read on the record path: a SQLite
+file is the OSS history database (``_mem0_history``: every ADD/UPDATE/DELETE row a version of its
+memory), a zip is an OpenMemory backup and a JSON object with ``memories`` and ``user`` its
+``memories.json`` (``_mem0_backup``), and any other JSON object that reads as a filled-in schema
+is a ``get_memory_export`` result, imported whole as one ``document``. The JSON arrays, envelopes
+and JSON Lines above keep the SQL path.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Iterator
 
 from fsspec import AbstractFileSystem
 
-from connectors import _normalize
+from connectors import _mem0_backup, _mem0_history, _normalize, _records, _sources
 from connectors._sources import RecordShape
 from connectors._sql import (
     PARSED_CTE,
@@ -33,6 +40,7 @@ from connectors._sql import (
     not_a_string,
 )
 from connectors.base import Batch, Connector, ReadOptions
+from connectors.errors import DumpFormatError
 
 NAME = "mem0"
 VERSION = "1.0.0"
@@ -166,8 +174,26 @@ FROM checked
 """
 
 
+_EXPECTED = (
+    'Mem0 memory dump (a JSON array, {"results": [...]}, a paginated page, JSON Lines, '
+    "a get_memory_export result, an OpenMemory backup or an OSS history database)"
+)
+
+
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     """Yield the Mem0 memories in the dump at ``path`` as canonical batches."""
+    kind = _records.sniff(fs, path)
+    if kind == "sqlite":
+        yield from _records.run(NAME, _mem0_history.rows(fs, path), fs, path, options)
+        return
+    if kind == "zip":
+        yield from _records.run(NAME, _mem0_backup.zip_rows(fs, path), fs, path, options)
+        return
+    if kind == "json":
+        head = _sources.peek(fs, path)
+        if head.shape == "object" and "results" not in head.first_keys:
+            yield from _records.run(NAME, _object_rows(fs, path, head.first_keys), fs, path, options)
+            return
     yield from _normalize.run(
         NAME,
         _SQL,
@@ -176,16 +202,37 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         path,
         options,
         envelope_prefix={"results": "results.item"},
-        expected='Mem0 memory dump (a JSON array, {"results": [...]}, or a paginated page)',
+        expected=_EXPECTED,
     )
+
+
+def _object_rows(fs: AbstractFileSystem, path: str, keys: tuple[str, ...]) -> Iterator[_records.Row]:
+    """A JSON object that is not a ``results`` envelope: an OpenMemory ``memories.json`` snapshot
+    (streamed), else a ``get_memory_export`` result (one document), else not a Mem0 dump."""
+    if "memories" in keys and "user" in keys:
+        yield from _mem0_backup.snapshot_rows(lambda: fs.open(path, "rb"))
+        return
+    uri = fs.unstrip_protocol(path)
+    try:
+        doc = _records.load_document(fs, path, expected=_EXPECTED, max_bytes=_mem0_backup.MAX_EXPORT_BYTES)
+    except _records.Rejected as exc:  # broken before it could tell what it is
+        yield _records.rejected(0, None, exc)
+        return
+    found = _mem0_backup.classify_object(doc)
+    if found is not None:
+        raise DumpFormatError(uri, _EXPECTED, found)
+    yield _mem0_backup.export_row(fs, path, fs.cat_file(path), doc)
 
 
 CONNECTOR = Connector(
     name=NAME,
     version=VERSION,
-    description="Mem0 platform / OSS memories: bare list, {results}, paginated pages, JSON Lines.",
+    description=(
+        "Mem0 platform / OSS memories: bare list, {results}, paginated pages, JSON Lines; the OSS "
+        "history database (SQLite); OpenMemory backup zips; get_memory_export results as documents."
+    ),
     scope_fields=("user_id", "agent_id", "app_id", "session_id", "run_id"),
     default_scope_template="user:{user_id}",
-    formats=("json", "jsonl"),
+    formats=("json", "jsonl", "zip", "sqlite"),
     read_fn=read,
 )
