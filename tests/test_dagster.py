@@ -146,3 +146,15 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     ]
     added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert added == {"mem0_dumps": ["sub/b.json"], "cortexdb_dumps": ["c.jsonl"]}
+
+
+def test_scope_templates_per_system_and_per_dump_glob() -> None:
+    settings = ImportSettings(
+        tenant_id="acme",
+        scope_templates='{"mem0": "user:{user_id}", "mem0/*.db": "org:acme/oss", "mem0/h/*.db": "x"}',
+    )
+    assert settings.scope_template("mem0", "page.json") == "user:{user_id}"
+    assert settings.scope_template("mem0", "history.db") == "org:acme/oss"
+    assert settings.scope_template("mem0", "h/history.db") == "x"  # the longest matching glob
+    assert settings.scope_template("zep", "page.json") is None  # the connector's default
+    assert ImportSettings(tenant_id="acme").scope_template("mem0", "a.json") is None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dotenv
 import duckdb
 
 from connectors import registry
@@ -17,13 +18,18 @@ REPO = Path(__file__).parent.parent
 
 def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
     shutil.copytree(REPO / "data" / "landing", tmp_path / "landing")
-    env = os.environ | {
-        "MEMPORT_LANDING_URL": str(tmp_path / "landing"),
-        "MEMPORT_STORE_URL": str(tmp_path / "store"),
-        "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
-        "MEMPORT_TENANT_ID": "default",
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }
+    defaults = {k: v or "" for k, v in dotenv.dotenv_values(REPO / ".env").items()}
+    env = (
+        os.environ
+        | defaults
+        | {
+            "MEMPORT_LANDING_URL": str(tmp_path / "landing"),
+            "MEMPORT_STORE_URL": str(tmp_path / "store"),
+            "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
+            "MEMPORT_TENANT_ID": "default",
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+        }
+    )
     out = subprocess.run(
         [str(Path(sys.executable).parent / "memport"), "run"],
         cwd=tmp_path,

@@ -115,7 +115,7 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             system,
             relpath,
             tenant_id=import_settings.tenant_id,
-            scope_template=import_settings.scope_template(system),
+            scope_template=import_settings.scope_template(system, relpath),
             progress=progress,
         )
         m = result.manifest

@@ -7,6 +7,7 @@ configuration table.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 
@@ -40,22 +41,30 @@ class EpisodeStoreResource(dg.ConfigurableResource):
 
 
 class ImportSettings(dg.ConfigurableResource):
-    """Tenant and per-system scope templates applied to every import."""
+    """Tenant and scope templates applied to every import."""
 
     tenant_id: str
-    #: JSON object system → scope template, e.g. {"mem0": "org:acme/user:{user_id}"}; empty for
-    #: each connector's default.
+    #: JSON object → scope template. Keys are a system (``"mem0"``) or a system and a glob on the
+    #: dump's path under ``<landing>/<system>/`` (``"mem0/history*.db"``); a glob key wins over the
+    #: system key, the longest matching glob over shorter ones. Empty: each connector's default.
     scope_templates: str = ""
 
-    def scope_template(self, system: str) -> str | None:
+    def scope_template(self, system: str, relpath: str = "") -> str | None:
         if not self.scope_templates.strip():
             return None
         try:
             templates = json.loads(self.scope_templates)
         except ValueError as exc:
             raise ConfigError(f"MEMPORT_SCOPE_TEMPLATES is not a JSON object: {exc}") from exc
-        if not isinstance(templates, dict):
-            raise ConfigError("MEMPORT_SCOPE_TEMPLATES must be a JSON object: system → template")
+        if not isinstance(templates, dict) or not all(isinstance(v, str) for v in templates.values()):
+            raise ConfigError("MEMPORT_SCOPE_TEMPLATES must be a JSON object: system[/glob] → template")
+        globs = [
+            key
+            for key in templates
+            if key.startswith(system + "/") and fnmatch.fnmatchcase(relpath, key[len(system) + 1 :])
+        ]
+        if globs:
+            return templates[max(globs, key=len)]
         return templates.get(system)
 
 
