@@ -243,7 +243,7 @@ class AgentFile:
                 "metadata": metadata(
                     clean, ("id", "name", "system", "created_at", "updated_at", "tags"), derived
                 ),
-                "observed_at": created or fallback(),
+                "observed_at": _observed(created, fallback, agent.where),
                 "created_at": created,
                 "updated_at": updated,
                 **self._scope(agent),
@@ -354,7 +354,7 @@ class AgentFile:
                 "categories": [label] if label else None,
                 "tags": tags,
                 "metadata": metadata(block, ("id", "value", "created_at", "updated_at", "tags"), derived),
-                "observed_at": updated or created or fallback(),
+                "observed_at": _observed(updated or created, fallback, where),
                 "created_at": created,
                 "updated_at": updated,
                 **self._scope(owners[0] if owners else None),
@@ -397,7 +397,7 @@ class AgentFile:
                 "source": SOURCE,
                 "status": "active",
                 "metadata": metadata(file, ("id", "content", "created_at", "updated_at"), None),
-                "observed_at": updated or created or fallback(),
+                "observed_at": _observed(updated or created, fallback, where),
                 "created_at": created,
                 "updated_at": updated,
                 **self._scope(owner),
@@ -595,6 +595,17 @@ def _tool_returns(msg: dict[str, Any]) -> list[str]:
         if isinstance(value, str) and value.strip():
             found.append(value)
     return found
+
+
+def _observed(own: datetime | None, fallback: Callable[[], datetime | None], where: str) -> datetime:
+    """A record's own time, else the file's (blocks of the current generation have none)."""
+    observed = own or fallback()
+    if observed is None:
+        raise Rejected(
+            RejectReason.MISSING_FIELD,
+            f"{where}: no created_at/updated_at of its own and none on the agent file to fall back on",
+        )
+    return observed
 
 
 def _tag_texts(tags: Any) -> list[str] | None:

@@ -140,8 +140,8 @@ def _salvage(textual: str, sha: str, problem: Rejected) -> Document:
         pass  # the break itself: everything before it is in ``root``
     if isinstance(root, str) and root.lstrip()[:1] in ("{", "["):
         return _salvage(root, sha, problem)
-    where = _place(stack, keys)
-    if where:
+    if stack:
+        where = _place(stack, keys) or "the top-level object"
         problem = Rejected(problem.reason, f"{problem.detail}; it breaks off inside {where}")
     return Document(root, sha, problem, {id(c) for c in stack})
 
