@@ -23,6 +23,8 @@ CONFIG_LISTS = {"tools": "tool", "sources": "source", "groups": "group", "skills
 #: Fields holding secret values (the names are kept, the values replaced).
 _SECRET_FIELDS = ("tool_exec_environment_variables", "secrets")
 _REDACTED = "<redacted>"
+#: Lists inside an agent record whose items are records of their own.
+_AGENT_RECORD_LISTS = ("messages", "core_memory", "tools")
 SOURCE = "agent_file"
 
 
@@ -214,9 +216,10 @@ class AgentFile:
     def _agent_row(
         self, record: dict[str, Any], agent: Agent, fallback: Callable[[], datetime | None], derived: Any
     ) -> Row:
-        raw = raw_text({k: v for k, v in record.items() if k not in ("messages", "core_memory", "tools")})
+        own = {k: v for k, v in record.items() if k not in _AGENT_RECORD_LISTS}  # its records are rows
+        raw = raw_text(own)
         try:
-            _records.check_depth(record, agent.where)
+            _records.check_depth(own, agent.where)
             local = ident(record, "id", required=self.v2) or "agent"
             system = text(record, "system")
             if not system or not system.strip():
@@ -226,9 +229,7 @@ class AgentFile:
             created = parse_time(record.get("created_at"), "created_at")
             updated = parse_time(record.get("updated_at"), "updated_at")
             tags = _tag_texts(record.get("tags"))
-            clean = _redacted(
-                {k: v for k, v in record.items() if k not in ("messages", "core_memory", "tools")}
-            )
+            clean = _redacted(own)
             source_id, key = self.key(local)
             return {
                 "raw": raw,

@@ -85,7 +85,7 @@ def _loads(textual: str) -> Any:
     try:
         value = json.loads(textual)
     except RecursionError:
-        raise Rejected(RejectReason.TOO_DEEP, f"document nests deeper than {MAX_DEPTH} levels") from None
+        raise Rejected(RejectReason.TOO_DEEP, "document nests too deep to parse") from None
     except ValueError as exc:
         raise _Broken(f"document is not valid JSON: {exc}") from None
     return value

@@ -64,13 +64,13 @@ dropped everywhere, raw texts included; an ``embedding`` model handle (a string)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from connectors import _records, _sources
+from connectors import _records
 from connectors._letta_af import (
     AgentFile,
     metadata,
@@ -102,22 +102,50 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     uri = fs.unstrip_protocol(path)
     if kind != "json":
         raise DumpFormatError(uri, _EXPECTED, f"a {kind} file")
-    head = _sources.peek(fs, path)
-    if head.shape == "empty":
-        return
     rows: Iterable[Row]
-    if head.shape == "array":
-        rows = _passage_array(fs, path, uri)
-    elif head.shape == "lines" and _first_char(fs, path) == b"{":
-        rows = _passage_lines(fs, path, uri)
+    shape = _shape(fs, path)
+    if shape == "array":
+        rows = _passages(_array_items(fs, path), _item_place, uri)
+    elif shape == "lines":
+        rows = _passages(_lines(fs, path), _line_place, uri)
     else:
         rows = _document(fs, path, uri)
     yield from _records.run(NAME, rows, fs, path, options)
 
 
-def _first_char(fs: AbstractFileSystem, path: str) -> bytes:
+#: How much of the head is looked at to tell a passages JSON Lines file from one document.
+_HEAD_BYTES = 1 << 16
+
+
+def _shape(fs: AbstractFileSystem, path: str) -> str:
+    """``array`` (passages), ``lines`` (JSON Lines of passages) or ``document`` (an agent file,
+    possibly double-encoded), from the head of the file.
+
+    An object whose first line is only ``{`` is a pretty-printed document, one on a single line a
+    compact one; a first line holding a whole passage, or followed by other lines that start at
+    the margin (not a document's indented body), is JSON Lines.
+    """
     with fs.open(path, "rb") as f:
-        return f.read(4096).removeprefix(_records.BOM).lstrip()[:1]
+        head = f.read(_HEAD_BYTES).removeprefix(_records.BOM).lstrip()
+    if head[:1] == b"[":
+        return "array"
+    if head[:1] != b"{":
+        return "document"
+    first, _, rest = head.partition(b"\n")
+    if first.strip() == b"{":
+        return "document"
+    if _is_passage(_object_line(first)):
+        return "lines"
+    later = [line for line in rest.split(b"\n")[:50] if line.strip()]
+    at_margin = [line for line in later if line[:1] not in (b" ", b"\t", b"}", b"]", b"\r")]
+    return "lines" if at_margin else "document"
+
+
+def _object_line(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
@@ -127,9 +155,9 @@ def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
     if isinstance(value, dict) and ("agents" in value or _is_legacy(value)):
         rows = AgentFile(doc).rows()
     elif isinstance(value, list):
-        rows = _passages(enumerate(value), uri)
+        rows = _passages(enumerate(value), _item_place, uri)
     elif isinstance(value, dict) and _is_passage(value):
-        rows = _passages([(0, value)], uri)
+        rows = _passages([(0, value)], _item_place, uri)
     elif doc.broken is not None and not isinstance(value, dict | list):
         rows = [_records.rejected(0, None, doc.broken)]
     else:
@@ -153,27 +181,30 @@ def _is_passage(value: Any) -> bool:
     return "text" in value or (isinstance(ident_, str) and ident_.startswith("passage-"))
 
 
-def _passage_array(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
+def _array_items(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     with fs.open(path, "rb") as f:
-        items = _records.json_items(f, "item")
         try:
-            yield from _passages(items, uri)
+            yield from _records.json_items(f, "item")
         except _records.Malformed as exc:
-            yield _records.reject(
-                exc.pos,
-                None,
-                RejectReason.MALFORMED_DOCUMENT,
-                f"passages array breaks off after item {exc.pos}",
+            problem = Rejected(
+                RejectReason.MALFORMED_DOCUMENT, f"the passages array breaks off or turns invalid: {exc}"
             )
+            yield exc.pos, _BadLine(None, problem)
 
 
-def _passage_lines(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
-    yield from _passages(_lines(fs, path), uri)
+def _item_place(pos: int) -> str:
+    return f"item {pos}"
+
+
+def _line_place(pos: int) -> str:
+    return f"line {pos + 1}"
 
 
 @dataclass(frozen=True)
 class _BadLine:
-    raw: str
+    """A record that could not even be parsed: its text and why."""
+
+    raw: str | None
     problem: Rejected
 
 
@@ -204,7 +235,7 @@ def _lines(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
                 yield number, _BadLine(textual, problem)
 
 
-def _passages(items: Iterable[tuple[int, Any]], uri: str) -> Iterator[Row]:
+def _passages(items: Iterable[tuple[int, Any]], place: Callable[[int], str], uri: str) -> Iterator[Row]:
     """Passage rows; the first record that parses must look like a passage, or the whole dump is
     not this system's (checked before anything is yielded)."""
     checked = False
@@ -217,12 +248,11 @@ def _passages(items: Iterable[tuple[int, Any]], uri: str) -> Iterator[Row]:
                 keys = ", ".join(list(item)[:8]) or "no keys"
                 raise DumpFormatError(uri, _EXPECTED, f"records with keys: {keys}")
             checked = isinstance(item, dict)
-        yield _passage(pos, item)
+        yield _passage(pos, item, place(pos))
 
 
-def _passage(pos: int, item: Any) -> Row:
+def _passage(pos: int, item: Any, where: str) -> Row:
     raw = raw_text(item)
-    where = f"passage {pos}"
     try:
         if not isinstance(item, dict):
             raise Rejected(RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(item)}, not an object")
