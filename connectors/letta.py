@@ -14,7 +14,11 @@ Formats, told apart by content (never by name):
   array or JSON Lines of passage objects (or one passage object), streamed.
 
 An agent file is read whole (a few MB): :mod:`connectors._letta_json` hashes the very bytes it
-parses. Mapping (``source`` = ``agent_file`` or ``archival_memory``):
+parses (hence its own reader rather than ``_records.load_document``, which reads the file itself).
+A broken one (cut short, invalid JSON or UTF-8 past some point) keeps every record finished
+before the break and ends with one ``malformed_document`` / ``invalid_utf8`` reject naming where
+it broke; a record nested deeper than ``_records.MAX_DEPTH`` is one ``too_deep`` reject.
+Mapping (``source`` = ``agent_file`` or ``archival_memory``):
 
 * A **message** becomes a ``message`` episode at its ``created_at``, with the text Letta really
   shows: for an assistant, the ``message`` argument of its ``send_message`` tool calls (then the
@@ -63,6 +67,7 @@ dropped everywhere, raw texts included; an ``embedding`` model handle (a string)
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -154,11 +159,13 @@ def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
     rows: Iterable[Row]
     if isinstance(value, dict) and ("agents" in value or _is_legacy(value)):
         rows = AgentFile(doc).rows()
-    elif isinstance(value, list):
-        rows = _passages(enumerate(value), _item_place, uri)
-    elif isinstance(value, dict) and _is_passage(value):
-        rows = _passages([(0, value)], _item_place, uri)
-    elif doc.broken is not None and not isinstance(value, dict | list):
+    elif isinstance(value, list) or _is_passage(value):  # double-encoded passages
+        items = [
+            (i, v) for i, v in enumerate(value if isinstance(value, list) else [value]) if doc.finished(v)
+        ]
+        ends = [_records.rejected(len(items), None, doc.broken)] if doc.broken else []
+        rows = itertools.chain(_passages(items, _item_place, uri), ends)
+    elif doc.broken is not None and not isinstance(value, dict):
         rows = [_records.rejected(0, None, doc.broken)]
     else:
         found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
