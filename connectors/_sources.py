@@ -79,7 +79,7 @@ def peek(fs: AbstractFileSystem, path: str) -> Peek:
     first_line, _, rest = stripped.partition(b"\n")
     try:
         first = json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a first line nested thousands deep
         # A pretty-printed object (one document), or JSON Lines whose first line is broken: in
         # JSON Lines some other unindented line near the top is a whole object.
         lines_named = path.lower().endswith((".jsonl", ".ndjson"))
@@ -97,7 +97,7 @@ def _is_object_line(line: bytes) -> bool:
         return False
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 

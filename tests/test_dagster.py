@@ -137,7 +137,7 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     instance.add_dynamic_partitions("mem0_dumps", ["a.json"])  # already known
     sensor = defs.resolve_sensor_def("landing_sensor")
     # the daemon refuses run requests for jobs the sensor does not declare
-    assert {t.job_name for t in sensor.targets} == {"ingest_mem0", "ingest_cortexdb"}
+    assert {t.job_name for t in sensor.targets} == {f"ingest_{name}" for name in registry.CONNECTORS}
     context = dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]})
     result = sensor(context)
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
