@@ -98,8 +98,7 @@ _EDGE_KEYS = frozenset(
 )
 _EPISODE_KEYS = frozenset(
     {"source", "source_description", "document_id", "task_id", "role_name", "content_policy"}
-    | {"graph_uuid", "group_id", "entity_edges", "episode_metadata", "labels", "valid_at", "session_id"}
-    | {"thread_id"}
+    | {"graph_uuid", "group_id", "entity_edges", "episode_metadata", "labels", "valid_at"}
 )
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool", "function": "tool"}
 _ROLE_VALUES = "norole|system|assistant|user|function|tool"
@@ -393,7 +392,7 @@ def _episode(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, s
         kind = "message" if {"role", "role_type"} & rec.keys() else "document"
     else:
         kind = _EPISODE_TYPES.get(source, "document")
-    row = _common(pos, raw, rec, ctx, "zep-message" if source == "message" else "zep-episode")
+    row = _common(pos, raw, rec, ctx, "zep-message" if kind == "message" else "zep-episode")
     role, speaker = _role(rec, "role_name") if kind == "message" else (None, None)
     reference = _records.parse_time(rec.get("reference_time"), "reference_time")
     document_time = _records.parse_time(rec.get("valid_at"), "valid_at")
@@ -406,7 +405,7 @@ def _episode(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, s
         "content": _content(rec, "content"),
         "role": role,
         "author": speaker,
-        "source": _records.text(rec, "source_description"),
+        "source": _records.text(rec, "source_description") or None,
         "observed_at": reference or document_time or row["created_at"],
         "metadata": _meta(rec, promoted, meta_key),
     }
