@@ -70,7 +70,9 @@ from connectors.schema import RejectReason
 
 NAME = "zep"
 VERSION = "1.0.0"
-EXPECTED = "Zep / Graphiti API dump (edges, episodes, messages, users or threads: a list, a page or JSON Lines)"
+EXPECTED = (
+    "Zep / Graphiti API dump (edges, episodes, messages, users or threads: a list, a page or JSON Lines)"
+)
 
 Kind = Literal["edge", "fact", "episode", "message", "user", "thread", "graph", "node"]
 #: Envelope list keys and the kind of their records (``None``: decided per record).
@@ -91,7 +93,16 @@ _LISTS: dict[str, Kind | None] = {
     "data": None,
 }
 #: Envelope scalars that fill records lacking them.
-_CONTEXT = ("user_id", "user_uuid", "session_id", "thread_id", "thread_uuid", "graph_id", "group_id", "graph_uuid")
+_CONTEXT = (
+    "user_id",
+    "user_uuid",
+    "session_id",
+    "thread_id",
+    "thread_uuid",
+    "graph_id",
+    "group_id",
+    "graph_uuid",
+)
 _EDGE_KEYS = frozenset(
     {"source_node_uuid", "target_node_uuid", "name", "valid_at", "invalid_at", "expired_at", "episodes"}
     | {"episode_uuids", "group_id", "graph_uuid", "fact_embedding", "attributes"}
@@ -103,6 +114,7 @@ _EPISODE_KEYS = frozenset(
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool", "function": "tool"}
 _ROLE_VALUES = "norole|system|assistant|user|function|tool"
 _LOOKAHEAD = 50
+_PEEK_BYTES = 1 << 16
 
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
@@ -112,14 +124,12 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         return
     if kind != "json":
         raise DumpFormatError(uri, EXPECTED, f"a {kind} file")
-    head = _sources.peek(fs, path)
-    if head.shape == "empty":
-        return
-    if head.shape == "lines":
+    shape, first_keys = _peek(fs, path)
+    if shape == "lines":
         items = _lines(fs, path)
-    elif head.shape == "array":
+    elif shape == "array":
         items = _list(fs, path, "item", None, {}, 0)
-    elif _classify(dict.fromkeys(head.first_keys)) in ("edge", "fact", "episode", "message"):
+    elif _classify(dict.fromkeys(first_keys)) in ("edge", "fact", "episode", "message"):
         items = _single(fs, path)
     else:
         items = _envelope(fs, path, uri)
@@ -133,6 +143,50 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
 
 
 # --- reading: every source yields (pos, raw, value | Rejected, kind hint, envelope context) ------
+
+
+def _peek(fs: AbstractFileSystem, path: str) -> tuple[str, list[str]]:
+    """``array``, ``lines`` or ``object`` (with its top-level keys), from the head of the dump.
+
+    The rule of ``_sources.peek``, which lets a ``RecursionError`` escape from a deeply nested
+    first line; here such a line simply does not parse.
+    """
+    with fs.open(path, "rb") as f:
+        block = f.read(_PEEK_BYTES)
+    head = block.removeprefix(_records.BOM).lstrip()
+    if head[:1] == b"[":
+        return "array", []
+    if head[:1] != b"{":
+        return "lines", []
+    first, _, rest = head.partition(b"\n")
+    if _is_object(first):  # one compact document, or JSON Lines
+        return ("object", _top_keys(head)) if not rest.strip() and len(block) < _PEEK_BYTES else ("lines", [])
+    # A pretty-printed (or long) document, or JSON Lines whose first line is broken.
+    lines = rest.split(b"\n")[:50]
+    if path.lower().endswith((".jsonl", ".ndjson")) or any(
+        line[:1] == b"{" and _is_object(line) for line in lines
+    ):
+        return "lines", []
+    return "object", _top_keys(head)
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _top_keys(head: bytes) -> list[str]:
+    keys: list[str] = []
+    try:
+        for prefix, event, value in ijson.parse(head):
+            if prefix == "" and event == "map_key":
+                keys.append(value)
+    except (ijson.JSONError, ijson.IncompleteJSONError):
+        pass  # the head ends mid-document: the keys seen so far are enough
+    return keys
+
 
 Item = tuple[int, str | None, Any, Kind | None, Mapping[str, str]]
 
@@ -152,7 +206,8 @@ def _list(
             for pos, value in _records.json_items(f, prefix):
                 yield start + pos, _raw(value), value, hint, ctx
         except _records.Malformed as exc:
-            broken = Rejected(RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid: {exc}")
+            why = str(exc).split("\\n")[0].split("\n")[0].replace(": b'", ": ")
+            broken = Rejected(RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid {why}")
             yield start + exc.pos, None, broken, hint, ctx
 
 
@@ -246,7 +301,10 @@ def _row(pos: int, raw: str | None, value: Any, hint: Kind | None, ctx: Mapping[
         return _records.rejected(pos, raw, value)
     if not isinstance(value, dict):
         return _records.reject(
-            pos, raw, RejectReason.NOT_AN_OBJECT, f"record is a JSON {_records.json_type(value)}, not an object"
+            pos,
+            raw,
+            RejectReason.NOT_AN_OBJECT,
+            f"record is a JSON {_records.json_type(value)}, not an object",
         )
     try:
         _records.check_depth(value, "record")
@@ -338,7 +396,9 @@ def _edge(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]
         "valid_from": _records.parse_time(rec.get("valid_at"), "valid_at"),
         "valid_to": _records.parse_time(rec.get("invalid_at"), "invalid_at"),
         "superseded_at": expired,
-        "metadata": _meta(rec, _PROMOTED | {"fact", "name", "valid_at", "invalid_at", "expired_at", "reference_time"}),
+        "metadata": _meta(
+            rec, _PROMOTED | {"fact", "name", "valid_at", "invalid_at", "expired_at", "reference_time"}
+        ),
     }
 
 
@@ -417,7 +477,7 @@ _MAPPERS = {"edge": _edge, "fact": _fact, "message": _message, "episode": _episo
 CONNECTOR = Connector(
     name=NAME,
     version=VERSION,
-    description="Zep Cloud v2/v3/v4, CE and Graphiti API pages: edges (bi-temporal facts), episodes, messages.",
+    description="Zep Cloud v2/v3/v4, CE and Graphiti API pages: bi-temporal edges, episodes, messages.",
     scope_fields=("owner", "user_id", "user_uuid", "session_id", "graph_id", "group_id"),
     default_scope_template="{owner}",
     formats=("json", "jsonl"),
