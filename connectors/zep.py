@@ -31,14 +31,14 @@ Mapping (``source_id`` = ``uuid`` throughout; the source ``metadata`` object, or
   ``role_type`` is present (v2, CE) it is the role and ``role`` the speaker; otherwise ``role`` is
   the role and ``name`` the speaker. The speaker is the ``author``; ``function`` → ``tool``,
   ``norole`` → no role. ``observed_at`` = v4 ``reference_time``, else ``created_at``.
-* Graph episodes by ``source``: ``message`` → ``message`` (role as above, v4 speaker
-  ``role_name``) keyed ``zep-message:<uuid>``, because Zep stores each thread message as a
-  message episode under the message's uuid, so the two dumps give one episode, not two;
-  ``text``, ``json`` or an unknown source → ``document``; ``fact_triple`` → ``observation``;
-  no ``source`` → ``message`` if it has a role, else ``document``. Keys ``zep-episode:<uuid>``.
-  ``source_description`` → ``source``. ``observed_at`` = ``reference_time`` (v4), else Graphiti
-  ``valid_at`` (an episode's ``valid_at`` is the document time, not a validity bound), else
-  ``created_at``.
+* Graph episodes by ``source``: ``message`` → ``message``; ``text``, ``json`` or an unknown
+  source → ``document``; ``fact_triple`` → ``observation``; no ``source`` → ``message`` if it has
+  a role, else ``document``. Message episodes take the role as above (v4 speaker ``role_name``) and
+  the key ``zep-message:<uuid>``: Zep stores each thread message as a message episode under the
+  message's uuid, so a messages dump and an episodes dump give one episode, not two. Others are
+  ``zep-episode:<uuid>``. ``source_description`` → ``source``. ``observed_at`` =
+  ``reference_time`` (v4), else Graphiti ``valid_at`` (an episode's ``valid_at`` is the document
+  time, not a validity bound), else ``created_at``.
 * Users, sessions / threads, groups / graphs and entity nodes are not imported: they are
   directory records (ids, names, e-mail, counters) whose identity every episode already carries,
   and an episode would need invented text. Each is a ``not_memory`` skip reject that keeps the
@@ -50,6 +50,11 @@ Ids: ``user_id`` (v2/v3 developer id; v4 falls back to ``user_uuid``), ``session
 ``graph_uuid``), ``group_id`` (the same) and ``owner``: ``user:<user_id or user_uuid>``, else
 ``graph:<graph_id>``, the default template. A page with no owner at all (a v2 ``edge
 get_by_user_id`` list) needs a fixed template such as ``org:acme/user:priya``.
+
+Rejects besides the shared checks: a record of no Zep kind in a list that does not say
+(``unknown_type``), an empty ``fact`` / ``content`` (``missing_field``), a role outside
+``norole|system|assistant|user|function|tool`` (``bad_value``). A file whose first 50 records
+are all of no Zep kind, or an object with no known list, is not a Zep dump (``DumpFormatError``).
 """
 
 from __future__ import annotations
@@ -57,13 +62,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from itertools import chain, islice
-from typing import Any, Literal
+from typing import Any
 
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors import _records, _sources
-from connectors._records import Rejected, Row
+from connectors import _records, _sources, _zep_map
+from connectors._records import Rejected
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
 from connectors.schema import RejectReason
@@ -74,9 +79,8 @@ EXPECTED = (
     "Zep / Graphiti API dump (edges, episodes, messages, users or threads: a list, a page or JSON Lines)"
 )
 
-Kind = Literal["edge", "fact", "episode", "message", "user", "thread", "graph", "node"]
 #: Envelope list keys and the kind of their records (``None``: decided per record).
-_LISTS: dict[str, Kind | None] = {
+_LISTS: dict[str, _zep_map.Kind | None] = {
     "edges": "edge",
     "facts": "edge",
     "relevant_facts": "edge",
@@ -103,16 +107,6 @@ _CONTEXT = (
     "group_id",
     "graph_uuid",
 )
-_EDGE_KEYS = frozenset(
-    {"source_node_uuid", "target_node_uuid", "name", "valid_at", "invalid_at", "expired_at", "episodes"}
-    | {"episode_uuids", "group_id", "graph_uuid", "fact_embedding", "attributes"}
-)
-_EPISODE_KEYS = frozenset(
-    {"source", "source_description", "document_id", "task_id", "role_name", "content_policy"}
-    | {"graph_uuid", "group_id", "entity_edges", "episode_metadata", "labels", "valid_at"}
-)
-_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool", "function": "tool"}
-_ROLE_VALUES = "norole|system|assistant|user|function|tool"
 _LOOKAHEAD = 50
 _PEEK_BYTES = 1 << 16
 
@@ -129,16 +123,16 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         items = _lines(fs, path)
     elif shape == "array":
         items = _list(fs, path, "item", None, {}, 0)
-    elif _classify(dict.fromkeys(first_keys)) in ("edge", "fact", "episode", "message"):
+    elif _zep_map.classify(dict.fromkeys(first_keys)) in ("edge", "fact", "episode", "message"):
         items = _single(fs, path)
     else:
         items = _envelope(fs, path, uri)
     first = list(islice(items, _LOOKAHEAD))
     objects = [item for item in first if isinstance(item[2], dict)]
-    if objects and not any(hint or _classify(value) for _, _, value, hint, _ in objects):
+    if objects and not any(hint or _zep_map.classify(value) for _, _, value, hint, _ in objects):
         keys = ", ".join(list(objects[0][2])[:8]) or "no keys"
         raise DumpFormatError(uri, EXPECTED, f"records with keys: {keys}")
-    rows = (_row(*item) for item in chain(first, items))
+    rows = (_zep_map.row(*item) for item in chain(first, items))
     yield from _records.run(NAME, rows, fs, path, options)
 
 
@@ -188,7 +182,7 @@ def _top_keys(head: bytes) -> list[str]:
     return keys
 
 
-Item = tuple[int, str | None, Any, Kind | None, Mapping[str, str]]
+Item = tuple[int, str | None, Any, _zep_map.Kind | None, Mapping[str, str]]
 
 
 def _raw(value: Any) -> str | None:
@@ -199,7 +193,12 @@ def _raw(value: Any) -> str | None:
 
 
 def _list(
-    fs: AbstractFileSystem, path: str, prefix: str, hint: Kind | None, ctx: Mapping[str, str], start: int
+    fs: AbstractFileSystem,
+    path: str,
+    prefix: str,
+    hint: _zep_map.Kind | None,
+    ctx: Mapping[str, str],
+    start: int,
 ) -> Iterator[Item]:
     with fs.open(path, "rb") as f:
         try:
@@ -270,208 +269,6 @@ def _scan_envelope(fs: AbstractFileSystem, path: str) -> tuple[list[str], list[s
         except (ijson.JSONError, UnicodeDecodeError, ValueError):
             pass  # the records pass reports where the document breaks
     return keys, lists, ctx
-
-
-# --- mapping -----------------------------------------------------------------------------------
-
-
-def _classify(record: Mapping[str, Any]) -> Kind | None:
-    """A record's kind from its keys (for lists whose envelope does not say)."""
-    if "fact" in record:
-        return "edge" if _EDGE_KEYS & record.keys() else "fact"
-    if "content" in record:
-        if _EPISODE_KEYS & record.keys():
-            return "episode"
-        return "message" if {"role", "role_type", "name"} & record.keys() else "episode"
-    if "uuid" not in record:
-        return None
-    if {"summary", "name_embedding", "labels"} & record.keys():
-        return "node"
-    if {"session_id", "thread_id", "thread_uuid"} & record.keys():
-        return "thread"
-    if {"user_id", "email", "first_name", "last_name", "session_count"} & record.keys():
-        return "user"
-    if {"group_id", "graph_id", "graph_uuid"} & record.keys():
-        return "graph"
-    return None
-
-
-def _row(pos: int, raw: str | None, value: Any, hint: Kind | None, ctx: Mapping[str, str]) -> Row:
-    if isinstance(value, Rejected):
-        return _records.rejected(pos, raw, value)
-    if not isinstance(value, dict):
-        return _records.reject(
-            pos,
-            raw,
-            RejectReason.NOT_AN_OBJECT,
-            f"record is a JSON {_records.json_type(value)}, not an object",
-        )
-    try:
-        _records.check_depth(value, "record")
-        kind = hint or _classify(value)
-        if kind is None:
-            keys = ", ".join(list(value)[:8]) or "no keys"
-            raise Rejected(
-                RejectReason.UNKNOWN_TYPE,
-                f"record is no Zep edge, episode, message, user or thread (keys: {keys})",
-            )
-        if kind in ("user", "thread", "graph", "node"):
-            uuid = value.get("uuid")
-            raise Rejected(
-                RejectReason.NOT_MEMORY,
-                f"Zep {kind} {uuid if isinstance(uuid, str) else '(no uuid)'} is a directory record, "
-                "not memory content: not imported",
-            )
-        return _MAPPERS[kind](pos, raw, {k: v for k, v in value.items() if not _is_embedding(k)}, ctx)
-    except Rejected as exc:
-        return _records.rejected(pos, raw, exc)
-
-
-def _content(rec: Mapping[str, Any], key: str) -> str:
-    value = _records.text(rec, key, required=True)
-    assert value is not None
-    if not value.strip():
-        raise Rejected(RejectReason.MISSING_FIELD, f"field {key} is empty")
-    return value
-
-
-def _is_embedding(key: str) -> bool:
-    return key == "embedding" or key.endswith("_embedding")
-
-
-def _common(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str], prefix: str) -> Row:
-    """The fields every kind shares: ids, scope values, ``created_at``."""
-    uuid = _records.ident(rec, "uuid")
-    user_id = _first(rec, ctx, "user_id")
-    user_uuid = _first(rec, ctx, "user_uuid")
-    graph_id = _first(rec, ctx, "graph_id", "group_id", "graph_uuid")
-    user = user_id or user_uuid
-    created = _records.parse_time(rec.get("created_at"), "created_at")
-    return {
-        "pos": pos,
-        "raw": raw,
-        "source_id": uuid,
-        "idempotency_key": f"{prefix}:{uuid}" if uuid is not None else None,
-        "user_id": user,
-        "session_id": _first(rec, ctx, "session_id", "thread_id", "thread_uuid"),
-        "status": "active",
-        "created_at": created,
-        "recorded_at": created,
-        "scope_user_id": user,
-        "scope_user_uuid": user_uuid,
-        "scope_session_id": _first(rec, ctx, "session_id", "thread_id", "thread_uuid"),
-        "scope_graph_id": graph_id,
-        "scope_group_id": graph_id,
-        "scope_owner": f"user:{user}" if user else f"graph:{graph_id}" if graph_id else None,
-    }
-
-
-def _first(rec: Mapping[str, Any], ctx: Mapping[str, str], *keys: str) -> str | None:
-    for key in keys:
-        value = _records.ident(rec, key)
-        if value:
-            return value
-    return next((ctx[key] for key in keys if ctx.get(key)), None)
-
-
-_PROMOTED = frozenset({"uuid", "created_at", "user_id", "session_id", "thread_id", "thread_uuid"})
-
-
-def _meta(rec: Mapping[str, Any], promoted: frozenset[str], meta_key: str = "metadata") -> str:
-    rest = {k: v for k, v in rec.items() if k not in promoted and k != meta_key}
-    return _records.metadata(rec.get(meta_key), rest)
-
-
-def _edge(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
-    row = _common(pos, raw, rec, ctx, "zep-edge")
-    name = _records.text(rec, "name")
-    expired = _records.parse_time(rec.get("expired_at"), "expired_at")
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
-    return row | {
-        "type": "observation",
-        "content": _content(rec, "fact"),
-        "categories": [name] if name else None,
-        "status": "superseded" if expired is not None else "active",
-        "observed_at": reference or row["created_at"],
-        "valid_from": _records.parse_time(rec.get("valid_at"), "valid_at"),
-        "valid_to": _records.parse_time(rec.get("invalid_at"), "invalid_at"),
-        "superseded_at": expired,
-        "metadata": _meta(
-            rec, _PROMOTED | {"fact", "name", "valid_at", "invalid_at", "expired_at", "reference_time"}
-        ),
-    }
-
-
-def _fact(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
-    row = _common(pos, raw, rec, ctx, "zep-fact")
-    return row | {
-        "type": "observation",
-        "content": _content(rec, "fact"),
-        "observed_at": row["created_at"],
-        "metadata": _meta(rec, _PROMOTED | {"fact"}),
-    }
-
-
-def _role(rec: Mapping[str, Any], speaker_key: str) -> tuple[str | None, str | None]:
-    """(role, speaker) by the rule of PEER_FORMATS §2.4."""
-    if "role_type" in rec:
-        role_key, speaker = "role_type", _records.text(rec, "role")
-    else:
-        role_key, speaker = "role", _records.text(rec, speaker_key)
-    value = _records.text(rec, role_key)
-    speaker = speaker or None
-    if value is None or value.lower() == "norole":
-        return None, speaker
-    role = _ROLES.get(value.lower())
-    if role is None:
-        raise Rejected(RejectReason.BAD_VALUE, f"field {role_key}: {value!r} is not one of {_ROLE_VALUES}")
-    return role, speaker
-
-
-def _message(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
-    row = _common(pos, raw, rec, ctx, "zep-message")
-    role, speaker = _role(rec, "name")
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
-    return row | {
-        "type": "message",
-        "content": _content(rec, "content"),
-        "role": role,
-        "author": speaker,
-        "observed_at": reference or row["created_at"],
-        "updated_at": _records.parse_time(rec.get("updated_at"), "updated_at"),
-        "metadata": _meta(rec, _PROMOTED | {"content", "role", "role_type", "name", "reference_time"}),
-    }
-
-
-_EPISODE_TYPES = {"message": "message", "text": "document", "json": "document", "fact_triple": "observation"}
-
-
-def _episode(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
-    source = _records.text(rec, "source")
-    if source is None:
-        kind = "message" if {"role", "role_type"} & rec.keys() else "document"
-    else:
-        kind = _EPISODE_TYPES.get(source, "document")
-    row = _common(pos, raw, rec, ctx, "zep-message" if kind == "message" else "zep-episode")
-    role, speaker = _role(rec, "role_name") if kind == "message" else (None, None)
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
-    document_time = _records.parse_time(rec.get("valid_at"), "valid_at")
-    meta_key = "episode_metadata" if "episode_metadata" in rec else "metadata"
-    promoted = _PROMOTED | {"content", "source_description", "reference_time", "valid_at"}
-    if kind == "message":
-        promoted |= {"role", "role_type", "role_name"}
-    return row | {
-        "type": kind,
-        "content": _content(rec, "content"),
-        "role": role,
-        "author": speaker,
-        "source": _records.text(rec, "source_description") or None,
-        "observed_at": reference or document_time or row["created_at"],
-        "metadata": _meta(rec, promoted, meta_key),
-    }
-
-
-_MAPPERS = {"edge": _edge, "fact": _fact, "message": _message, "episode": _episode}
 
 
 CONNECTOR = Connector(
