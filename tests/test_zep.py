@@ -67,7 +67,7 @@ def test_bitemporal_mapping_and_status(tmp_path: Path) -> None:
                 valid_at="2023-09-01T00:00:00Z",
                 invalid_at="2025-01-31T00:00:00Z",
                 expired_at="2025-02-10T14:05:40.019377Z",
-            ),  # fmt: skip
+            ),
         ],
     )
     rows = episodes(dump)
