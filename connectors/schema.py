@@ -99,11 +99,16 @@ class RejectReason(StrEnum):
     #: without a message): counted like every reject, but not held against the reject rate.
     HIDDEN_NODE = "hidden_node"
     EMPTY_NODE = "empty_node"
+    #: Directory records that hold no memory content (Zep users, threads, groups, entity nodes):
+    #: read and deliberately not imported; the record is kept in the reject.
+    NOT_MEMORY = "not_memory"
     DUPLICATE = "duplicate"
 
 
 #: Reasons that mean "skipped on purpose", not "could not be used".
-SKIP_REASONS = frozenset({RejectReason.HIDDEN_NODE.value, RejectReason.EMPTY_NODE.value})
+SKIP_REASONS = frozenset(
+    {RejectReason.HIDDEN_NODE.value, RejectReason.EMPTY_NODE.value, RejectReason.NOT_MEMORY.value}
+)
 
 
 _REJECT_COLUMNS: dict[str, pl.DataType] = {
