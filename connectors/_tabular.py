@@ -210,9 +210,8 @@ def csv_items(
                         f"line {first_line}: a quoted field opened in this row never closes ({exc})",
                     )
                     return
-                yield reject(
-                    pos, raw, RejectReason.BAD_VALUE, f"line {first_line}: not a valid CSV row: {exc}"
-                )
+                where = f"line {first_line}" if len(lines) < 2 else f"lines {first_line}-{reader.line_num}"
+                yield reject(pos, raw, RejectReason.BAD_VALUE, f"{where}: not a valid CSV row: {exc}")
                 pos += 1
                 continue
             if not row:
