@@ -7,7 +7,8 @@ each item to a staged row; ``_records.run`` does the rest.
 
 * JSON: a bare array or an envelope object holding the array under one of the connector's keys,
   streamed with ijson (``pos`` = the item's index); a document that breaks off ends with one
-  ``malformed_document`` reject where it broke.
+  ``malformed_document`` reject where it broke. A lone object with ``id`` and ``content`` is one
+  record (a one-line JSON Lines file looks exactly like it).
 * JSON Lines: one object per line (``pos`` = the 0-based line number; blank lines skipped).
 * CSV: RFC 4180 (quoted fields with commas, doubled quotes, line breaks), columns read by header
   name in any order, an empty cell read as null. ``pos`` is the 0-based data row (blank lines are
@@ -118,10 +119,13 @@ def _json(
     prefix = "item"
     if head.shape == "object":
         key = next((k for k in envelope_keys if k in head.first_keys), None)
-        if key is None:
+        if key is None and {"id", "content"} <= set(head.first_keys):
+            prefix = ""  # one record: a single-line JSON Lines file, or one memory as a document
+        elif key is None:
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
-        prefix = f"{key}.item"
+        else:
+            prefix = f"{key}.item"
     with fs.open(path, "rb") as f:
         try:
             for pos, value in json_items(f, prefix):
