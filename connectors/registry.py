@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from connectors import cortexdb, letta, mem0, zep
+from connectors import cortexdb, letta, mem0, memsolus, mnueron, zep
 from connectors.base import Connector
 from connectors.errors import ConfigError
 
 CONNECTORS: dict[str, Connector] = {
     connector.name: connector
-    for connector in (cortexdb.CONNECTOR, letta.CONNECTOR, mem0.CONNECTOR, zep.CONNECTOR)
+    for connector in (
+        cortexdb.CONNECTOR,
+        letta.CONNECTOR,
+        mem0.CONNECTOR,
+        memsolus.CONNECTOR,
+        mnueron.CONNECTOR,
+        zep.CONNECTOR,
+    )
 }
 
 

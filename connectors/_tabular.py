@@ -1,0 +1,321 @@
+"""Record readers shared by the Memsolus and Mnueron connectors: JSON, JSON Lines and CSV exports.
+
+:func:`items` tells the dump's kind from its content (never its name) and yields, in reading
+order, one :class:`Item` per record (a JSON object or a CSV row keyed by header name) or a staged
+reject row (``_records.reject``) for a record that could not even be parsed. The connector maps
+each item to a staged row; ``_records.run`` does the rest.
+
+* JSON: a bare array or an envelope object holding the array under one of the connector's keys,
+  streamed with ijson (``pos`` = the item's index); a document that breaks off ends with one
+  ``malformed_document`` reject where it broke. A lone object with ``id`` and ``content`` is one
+  record (a one-line JSON Lines file looks exactly like it).
+* JSON Lines: one object per line (``pos`` = the 0-based line number; blank lines skipped).
+* CSV: RFC 4180 (quoted fields with commas, doubled quotes, line breaks), columns read by header
+  name in any order, an empty cell read as null. ``pos`` is the 0-based data row (blank lines are
+  not rows); details name the physical line. Bytes that are not UTF-8 make only their own row an
+  ``invalid_utf8`` reject; a row with the wrong number of fields is ``bad_value``; a quoted field
+  that never closes ends the document (``malformed_document``).
+* Other text goes to the connector's own reader (Memsolus Markdown), if it has one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fsspec import AbstractFileSystem
+
+from connectors import _sources
+from connectors._records import (
+    Malformed,
+    Rejected,
+    Row,
+    check_depth,
+    dumps,
+    json_items,
+    json_type,
+    reject,
+    rejected,
+    sniff,
+    str_list,
+)
+from connectors.errors import DumpFormatError
+from connectors.schema import RejectReason
+
+#: A CSV field may hold this many characters (far above the 100 KB content limit, so oversized
+#: content is judged by the shared check); a longer one means a quote that never closes.
+MAX_FIELD_CHARS = 8 << 20
+_HEAD_BYTES = 1 << 12
+
+Kind = Literal["json", "csv", "markdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One parsed record: its position, source text, fields and the format it came in.
+
+    ``fields`` holds JSON values for ``json``; for ``csv`` and ``markdown`` every value is text
+    (or None for an empty cell), which the connector parses per field.
+    """
+
+    pos: int
+    raw: str
+    fields: dict[str, Any]
+    kind: Kind
+
+
+#: A column the CSV header must have, with the names it may go by (e.g. an alias).
+Column = tuple[str, ...]
+TextReader = Callable[[AbstractFileSystem, str], Iterator[Item | Row]]
+
+
+def items(
+    fs: AbstractFileSystem,
+    path: str,
+    *,
+    expected: str,
+    envelope_keys: tuple[str, ...],
+    csv_columns: tuple[Column, ...],
+    text_reader: tuple[Callable[[str], bool], TextReader] | None = None,
+) -> Iterator[Item | Row]:
+    """The records of one export, whatever its format (see the module docstring).
+
+    ``text_reader`` is ``(claims, read)``: a text dump whose first non-blank line ``claims``
+    accepts is read by ``read`` instead of as CSV.
+    """
+    uri = fs.unstrip_protocol(path)
+    kind = sniff(fs, path)
+    if kind == "empty":
+        return
+    if kind in ("zip", "gzip", "sqlite"):
+        raise DumpFormatError(uri, expected, f"a {kind} file")
+    if kind == "json":
+        yield from _json(fs, path, uri, expected, envelope_keys)
+    elif text_reader is not None and text_reader[0](_first_line(fs, path)):
+        yield from text_reader[1](fs, path)
+    else:
+        yield from csv_items(fs, path, uri=uri, columns=csv_columns)
+
+
+def _first_line(fs: AbstractFileSystem, path: str) -> str:
+    with fs.open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES).removeprefix(_sources.BOM)
+    return next((line for line in head.decode("utf-8", "replace").splitlines() if line.strip()), "")
+
+
+def _json(
+    fs: AbstractFileSystem, path: str, uri: str, expected: str, envelope_keys: tuple[str, ...]
+) -> Iterator[Item | Row]:
+    head = _sources.peek(fs, path)
+    if head.shape == "empty":
+        return
+    if head.shape == "lines":
+        yield from json_lines(fs, path)
+        return
+    prefix = "item"
+    if head.shape == "object":
+        key = next((k for k in envelope_keys if k in head.first_keys), None)
+        if key is None and {"id", "content"} <= set(head.first_keys):
+            prefix = ""  # one record: a single-line JSON Lines file, or one memory as a document
+        elif key is None:
+            keys = ", ".join(head.first_keys[:8]) or "no keys"
+            raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
+        else:
+            prefix = f"{key}.item"
+    with fs.open(path, "rb") as f:
+        try:
+            for pos, value in json_items(f, prefix):
+                yield _json_item(pos, value, None, f"item {pos}")
+        except Malformed as exc:
+            yield reject(
+                exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid {exc}"
+            )
+
+
+def json_lines(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
+    """JSON Lines: one record per non-blank line, ``pos`` the 0-based line number."""
+    for frame in _sources.iter_json_lines(fs, path, batch_rows=4096):
+        for pos, line, reason, detail in frame.iter_rows():
+            if reason is not None:
+                yield reject(pos, line, RejectReason(reason), f"line {pos + 1}: {detail}")
+                continue
+            try:
+                value = json.loads(line)
+            except RecursionError:
+                yield reject(pos, line, RejectReason.TOO_DEEP, f"line {pos + 1} nests too deep to parse")
+                continue
+            except ValueError as exc:
+                yield reject(pos, line, RejectReason.INVALID_JSON, f"line {pos + 1} is not valid JSON: {exc}")
+                continue
+            yield _json_item(pos, value, line, f"line {pos + 1}")
+
+
+def _json_item(pos: int, value: Any, line: str | None, where: str) -> Item | Row:
+    try:
+        raw = line if line is not None else dumps(value)
+    except RecursionError:
+        raw = None
+    if not isinstance(value, dict):
+        return reject(
+            pos, raw, RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(value)}, expected an object"
+        )
+    try:
+        check_depth(value, where)
+    except Rejected as exc:
+        return rejected(pos, raw, exc)
+    assert raw is not None  # a record within the depth limit always serializes
+    return Item(pos, raw, value, "json")
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def csv_items(
+    fs: AbstractFileSystem, path: str, *, uri: str, columns: tuple[Column, ...]
+) -> Iterator[Item | Row]:
+    """The rows of an RFC 4180 CSV file as items keyed by header name (see the module docstring).
+
+    The header must name every column in ``columns`` (any of a column's names will do), else
+    this is not the system's CSV export: :class:`DumpFormatError`.
+    """
+    # The limit is process-wide; raising it only ever accepts more, so other readers are unaffected.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
+    with fs.open(path, "rb") as f:
+        # Undecodable bytes survive as lone surrogates, so one bad row is one reject, not a crash.
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        lines: list[str] = []
+
+        def tap() -> Iterator[str]:
+            for line in text:
+                lines.append(line)
+                yield line
+
+        reader = csv.reader(tap(), strict=True)
+        header = _header(reader, lines, uri, columns)
+        pos = 0
+        while True:
+            lines.clear()
+            first_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raw = escaped("".join(lines))
+                if _unterminated(exc):
+                    yield reject(
+                        pos,
+                        raw,
+                        RejectReason.MALFORMED_DOCUMENT,
+                        f"line {first_line}: a quoted field opened in this row never closes ({exc})",
+                    )
+                    return
+                where = f"line {first_line}" if len(lines) < 2 else f"lines {first_line}-{reader.line_num}"
+                yield reject(pos, raw, RejectReason.BAD_VALUE, f"{where}: not a valid CSV row: {exc}")
+                pos += 1
+                continue
+            if not row:
+                continue  # a blank line is not a row
+            yield _csv_row(pos, row, "".join(lines), header, first_line)
+            pos += 1
+
+
+def _header(reader: Any, lines: list[str], uri: str, columns: tuple[Column, ...]) -> list[str]:
+    wanted = ", ".join("|".join(names) for names in columns)
+    expected = f"CSV export with the columns {wanted}"
+    try:
+        header = next((row for row in reader if row), None)
+    except csv.Error as exc:
+        raise DumpFormatError(uri, expected, f"a header that is not valid CSV ({exc})") from None
+    if header is None:
+        raise DumpFormatError(uri, expected, "no header row")
+    names = [escaped(name).strip().lower() for name in header]
+    shown = ", ".join(names)
+    if len(shown) > 200:
+        shown = shown[:200] + "…"
+    missing = [names_[0] for names_ in columns if not any(n in names for n in names_)]
+    if missing:
+        raise DumpFormatError(uri, expected, f"a header without {', '.join(missing)}: {shown}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DumpFormatError(uri, expected, f"a header naming {', '.join(repeated)} twice: {shown}")
+    return names
+
+
+def _csv_row(pos: int, row: list[str], source: str, header: list[str], line: int) -> Item | Row:
+    raw = source.rstrip("\r\n")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return reject(
+            pos,
+            escaped(raw),
+            RejectReason.INVALID_UTF8,
+            f"line {line + raw.count(chr(10), 0, exc.start)}: row is not valid UTF-8; bytes kept escaped",
+        )
+    if len(row) != len(header):
+        return reject(
+            pos,
+            raw,
+            RejectReason.BAD_VALUE,
+            f"line {line}: row has {len(row)} fields, the header has {len(header)}",
+        )
+    return Item(
+        pos,
+        raw,
+        {name: (cell if cell != "" else None) for name, cell in zip(header, row, strict=True)},
+        "csv",
+    )
+
+
+def _unterminated(exc: csv.Error) -> bool:
+    message = str(exc)
+    return "unexpected end of data" in message or "field larger than field limit" in message
+
+
+def escaped(textual: str) -> str:
+    """Text that may hold undecodable bytes (lone surrogates) with those bytes as ``\\xNN``."""
+    return textual.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --- field helpers for text cells --------------------------------------------------------------
+
+
+def text_list(value: Any, field: str, *, sep: str) -> list[str] | None:
+    """A list held in one text cell: a JSON array of strings, or items joined by ``sep``
+    (trimmed, empty items dropped). An empty cell is null."""
+    if value is None:
+        return None
+    stripped = value.strip()
+    if stripped.startswith("["):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            raise Rejected(
+                RejectReason.BAD_VALUE,
+                f"field {field}: {_short(value)} starts like a JSON array but is not one",
+            ) from None
+        return str_list(parsed, field)
+    return [part.strip() for part in stripped.split(sep) if part.strip()]
+
+
+def json_text(value: Any, field: str) -> Any:
+    """A JSON value held in one text cell (e.g. ``metadata``); an empty cell is null."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except RecursionError:
+        raise Rejected(RejectReason.TOO_DEEP, f"field {field} nests too deep to parse") from None
+    except ValueError:
+        raise Rejected(RejectReason.BAD_VALUE, f"field {field}: {_short(value)} is not valid JSON") from None
+    check_depth(parsed, f"field {field}")
+    return parsed
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
