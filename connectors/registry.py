@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from connectors import cortexdb, mem0
+from connectors import cortexdb, mem0, openai
 from connectors.base import Connector
 from connectors.errors import ConfigError
 
 CONNECTORS: dict[str, Connector] = {
-    connector.name: connector for connector in (cortexdb.CONNECTOR, mem0.CONNECTOR)
+    connector.name: connector for connector in (cortexdb.CONNECTOR, mem0.CONNECTOR, openai.CONNECTOR)
 }
 
 
