@@ -24,16 +24,12 @@ from connectors import _records
 from connectors._records import Rejected, Row
 from connectors.schema import RejectReason
 
-#: The text field of each non-``parts`` content type.
-_TEXT_FIELD = {
-    "code": "text",
-    "execution_output": "text",
-    "tether_quote": "text",
-    "sonic_webpage": "text",
-    "system_error": "text",
-    "tether_browsing_display": "result",
-    "reasoning_recap": "content",
-    "model_editable_context": "model_set_context",
+#: The text fields of the content types without ``parts`` (``text`` for any other type).
+_TEXT_FIELDS = {
+    "tether_browsing_display": ("result",),
+    "reasoning_recap": ("content",),
+    "model_editable_context": ("model_set_context",),
+    "user_editable_context": ("user_profile", "user_instructions"),
 }
 _HIDDEN_TYPES = ("thoughts", "reasoning_recap")
 #: Message fields mapped to canonical columns (everything else goes to metadata ``_source``).
@@ -55,7 +51,11 @@ class Conversation:
             kind = _records.json_type(mapping)
             raise Rejected(RejectReason.WRONG_TYPE, f"conversation {self.id}: field mapping is a JSON {kind}")
         self.mapping: dict[str, Any] = mapping
-        self.extra = {k: v for k, v in conv.items() if k != "mapping"}
+        self.extra = {
+            k: v
+            for k, v in conv.items()
+            if k != "mapping" and v is not None and not (k in ("id", "conversation_id") and v == self.id)
+        }
         _records.check_depth(self.extra, f"conversation {self.id}")
         self.path = _transcript(mapping, conv.get("current_node"))
         self._times = (conv.get("create_time"), conv.get("update_time"))
@@ -109,21 +109,19 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     recipient = _records.text(message, "recipient")
     content = _object(message.get("content"), "message.content")
     content_type = _records.text(content, "content_type")
-    body, pointers = _text(content, content_type)
     memory = recipient == "bio" or content_type == "model_editable_context"
-    if not memory:
-        hidden = _hidden(role, recipient, content_type, flags)
-        if hidden:
-            raise Rejected(RejectReason.HIDDEN_NODE, hidden)
+    hidden = "" if memory else _hidden(role, recipient, content_type, flags)
+    if hidden:
+        raise Rejected(RejectReason.HIDDEN_NODE, hidden)
+    body, pointers = _text(content, content_type)
     if not body and not pointers:
         raise Rejected(RejectReason.HIDDEN_NODE, f"{content_type or 'message'} shows no text")
     created = _records.parse_time(message.get("create_time"), "message.create_time", unit="s")
     updated = _records.parse_time(message.get("update_time"), "message.update_time", unit="s")
     rest: dict[str, Any] = {k: v for k, v in message.items() if k not in _PROMOTED}
     rest["author"] = {k: v for k, v in author.items() if k != "role" and v not in (None, {})} or None
-    rest["content"] = {
-        k: v for k, v in content.items() if k not in ("parts", _TEXT_FIELD.get(content_type or ""))
-    }
+    promoted = ("parts", *_TEXT_FIELDS.get(content_type or "", ("text",)))
+    rest["content"] = {k: v for k, v in content.items() if k not in promoted}
     rest["asset_pointers"] = pointers or None
     if message.get("id") != node_id:
         rest["message_id"] = message.get("id")
@@ -188,7 +186,8 @@ def _text(content: Mapping[str, Any], content_type: str | None) -> tuple[str, li
             raise Rejected(
                 RejectReason.WRONG_TYPE, f"field content.parts is a JSON {kind}, expected an array"
             )
-        texts, pointers = [], []
+        texts: list[str] = []
+        pointers: list[Any] = []
         for i, part in enumerate(parts):
             if isinstance(part, str):
                 if part:
@@ -199,11 +198,8 @@ def _text(content: Mapping[str, Any], content_type: str | None) -> tuple[str, li
                 kind = _records.json_type(part)
                 raise Rejected(RejectReason.WRONG_TYPE, f"field content.parts[{i}] is a JSON {kind}")
         return "\n".join(texts), pointers
-    if content_type == "user_editable_context":
-        fields = ("user_profile", "user_instructions")
-        return "\n\n".join(t for f in fields if (t := _records.text(content, f))), []
-    field = _TEXT_FIELD.get(content_type or "", "text")
-    body = _records.text(content, field)
-    if body is None and content_type != "model_editable_context":
-        raise Rejected(RejectReason.MISSING_FIELD, f"content of type {content_type} has no field {field}")
-    return body or "", []
+    fields = _TEXT_FIELDS.get(content_type or "", ("text",))
+    found = [_records.text(content, f) for f in fields]
+    if all(t is None for t in found) and content_type != "model_editable_context":
+        raise Rejected(RejectReason.MISSING_FIELD, f"content of type {content_type} has no field {fields[0]}")
+    return "\n\n".join(t for t in found if t), []

@@ -77,7 +77,8 @@ def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
     elif kind == "json":
         opener = functools.partial(fs.open, path, "rb")
         user_id = _sibling_user(fs, path)
-        yield from _document_rows(opener, fs.unstrip_protocol(path), user_id, counter, strict=True)
+        name = path.rsplit("/", 1)[-1]
+        yield from _document_rows(opener, name, user_id, counter, uri=fs.unstrip_protocol(path))
     else:
         raise DumpFormatError(fs.unstrip_protocol(path), EXPECTED, f"a {kind} file")
 
@@ -85,7 +86,7 @@ def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
 # --- layouts -----------------------------------------------------------------------------------
 
 
-def _layout(opener: Opener, label: str) -> tuple[str, str]:
+def _layout(opener: Opener, uri: str) -> tuple[str, str]:
     """``(kind, ijson prefix)`` of a JSON document: ``items`` (an array), ``conversations``
     (the envelope), ``conversation`` (one object), ``page`` (Assistants list page), ``account``
     (``user.json``). Streams the top-level keys only; a foreign object raises
@@ -101,7 +102,7 @@ def _layout(opener: Opener, label: str) -> tuple[str, str]:
             if event == "start_array":
                 return "items", "item"
             if event != "start_map":
-                raise DumpFormatError(label, EXPECTED, f"a JSON {event}")
+                raise DumpFormatError(uri, EXPECTED, f"a JSON {event}")
             for prefix, event, value in events:
                 if prefix == "object" and value == "list":
                     page = True
@@ -123,39 +124,47 @@ def _layout(opener: Opener, label: str) -> tuple[str, str]:
     if "id" in keys and _ACCOUNT_KEYS & set(keys):
         return "account", ""
     shown = ", ".join(keys[:8]) or "no keys"
-    raise DumpFormatError(label, EXPECTED, f"a JSON object with keys: {shown}")
+    raise DumpFormatError(uri, EXPECTED, f"a JSON object with keys: {shown}")
 
 
 def _document_rows(
-    opener: Opener, label: str, user_id: str | None, counter: count[int], *, strict: bool
+    opener: Opener, name: str, user_id: str | None, counter: count[int], *, uri: str | None
 ) -> Iterator[Row]:
-    """Every record of one JSON document. ``strict``: a document whose first item is not a
-    conversation or thread message is a foreign file (:class:`DumpFormatError`), not rejects."""
+    """Every record of one JSON document, ``name`` in the details. A dump file (``uri`` given)
+    that is not this system's format raises :class:`DumpFormatError`; such an entry in an export
+    zip (``uri`` None) is one ``malformed_document`` reject, and the other entries still count."""
     try:
-        kind, prefix = _layout(opener, label)
+        kind, prefix = _layout(opener, uri or name)
     except _records.Malformed as exc:
-        yield _broken(next(counter), label, exc)
+        yield _broken(next(counter), name, exc)
+        return
+    except DumpFormatError as exc:
+        if uri is not None:
+            raise
+        yield _records.reject(
+            next(counter), name, RejectReason.MALFORMED_DOCUMENT, f"{name}: not conversations; {exc.found}"
+        )
         return
     if kind == "account":
         return
     with opener() as f:
         try:
             for i, item in _records.json_items(f, prefix):
-                if strict and i == 0 and kind == "items":
-                    _check_first(item, label)
-                yield from _item_rows(item, f"{label} item {i}", user_id, counter, page=kind == "page")
+                if uri is not None and i == 0 and kind == "items":
+                    _check_first(item, uri)
+                yield from _item_rows(item, f"{name} item {i}", user_id, counter, page=kind == "page")
         except _records.Malformed as exc:
-            yield _broken(next(counter), label, exc)
+            yield _broken(next(counter), name, exc)
 
 
-def _check_first(item: Any, label: str) -> None:
+def _check_first(item: Any, uri: str) -> None:
     if isinstance(item, dict) and (
         _CONVERSATION_KEYS & item.keys() or item.get("object") == "thread.message"
     ):
         return
     keys = ", ".join(list(item)[:8]) if isinstance(item, dict) else ""
     found = f"objects with keys: {keys}" if isinstance(item, dict) else _records.json_type(item) + "s"
-    raise DumpFormatError(label, EXPECTED, f"a JSON array of {found}")
+    raise DumpFormatError(uri, EXPECTED, f"a JSON array of {found}")
 
 
 def _broken(pos: int, label: str, exc: _records.Malformed) -> Row:
@@ -206,7 +215,7 @@ def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterato
                 yield _unsafe(next(counter), entry)
                 continue
             opener = functools.partial(_archive.open_entry, archive, entry)
-            yield from _document_rows(opener, entry.name, user_id, counter, strict=False)
+            yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
 
 
 def _unsafe(pos: int, entry: _archive.Entry) -> Row:
