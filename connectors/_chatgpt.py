@@ -97,7 +97,8 @@ def rows(conv: Conversation, counter: count[int]) -> Iterator[Row]:
 def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, where: str) -> Row:
     if not isinstance(node, dict):
         raise Rejected(RejectReason.NOT_AN_OBJECT, f"node is a JSON {_records.json_type(node)}")
-    _records.check_depth(node, "node")
+    if raw.count("{") + raw.count("[") > _records.MAX_DEPTH:  # fewer brackets cannot nest deeper
+        _records.check_depth(node, "node")
     message = node.get("message")
     if message is None:
         raise Rejected(RejectReason.EMPTY_NODE, "message is null")
@@ -115,7 +116,7 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
         raise Rejected(RejectReason.HIDDEN_NODE, hidden)
     body, pointers = _text(content, content_type)
     if not body and not pointers:
-        raise Rejected(RejectReason.HIDDEN_NODE, f"{content_type or 'message'} shows no text")
+        raise Rejected(RejectReason.HIDDEN_NODE, f"message ({content_type}) shows no text")
     created = _records.parse_time(message.get("create_time"), "message.create_time", unit="s")
     updated = _records.parse_time(message.get("update_time"), "message.update_time", unit="s")
     rest: dict[str, Any] = {k: v for k, v in message.items() if k not in _PROMOTED}
