@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from connectors import registry
 from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
@@ -17,7 +18,7 @@ from tests.conftest import FIXTURES, put
 
 def test_definitions_load() -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert keys == {"mem0_episodes", "cortexdb_episodes", "episode_catalog"}
+    assert keys == {f"{name}_episodes" for name in registry.CONNECTORS} | {"episode_catalog"}
     for name in ("ingest_mem0", "ingest_cortexdb", "refresh_catalog"):
         assert defs.resolve_job_def(name) is not None
     assert defs.resolve_sensor_def("landing_sensor") is not None
@@ -136,7 +137,7 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     instance.add_dynamic_partitions("mem0_dumps", ["a.json"])  # already known
     sensor = defs.resolve_sensor_def("landing_sensor")
     # the daemon refuses run requests for jobs the sensor does not declare
-    assert {t.job_name for t in sensor.targets} == {"ingest_mem0", "ingest_cortexdb"}
+    assert {t.job_name for t in sensor.targets} == {f"ingest_{name}" for name in registry.CONNECTORS}
     context = dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]})
     result = sensor(context)
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
