@@ -9,6 +9,8 @@ Formats, told apart by content (never by file name):
 - ``conversations.json`` or one shard on its own: a JSON array of conversations,
   ``{"conversations": [...]}``, or a single conversation object, streamed one conversation at a
   time. A ``user.json`` beside it gives the account id; ``user.json`` itself is a dump of nothing.
+  (A ``user.json`` that cannot be parsed leaves ``user_id`` null: a scope template that needs it
+  then rejects the rows as ``unresolved_scope``.)
 - an Assistants API list page ``{"object": "list", "data": [thread.message, ...]}`` (or a bare
   array of ``thread.message`` objects).
 
