@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors import cortexdb, letta, mem0, memsolus, mnueron, zep
+from connectors import cortexdb, letta, mem0, memsolus, mnueron, openai, zep
 from connectors.base import Connector
 from connectors.errors import ConfigError
 
@@ -14,6 +14,7 @@ CONNECTORS: dict[str, Connector] = {
         mem0.CONNECTOR,
         memsolus.CONNECTOR,
         mnueron.CONNECTOR,
+        openai.CONNECTOR,
         zep.CONNECTOR,
     )
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import ingest_bench
+from tests.bench import ingest_bench, openai_bench
 
 
 @pytest.mark.slow
@@ -20,4 +20,15 @@ def test_ingest_memory_is_flat_in_dump_size(tmp_path: Path, monkeypatch: pytest.
     large = ingest_bench.run_once("memport", ingest_bench.dump_for(1_000_000))
     assert (small["rows"], large["rows"]) == (250_000, 1_000_000)
     assert large["peak"] < 1.5 * (1 << 30)
+    assert large["peak"] < 1.25 * small["peak"], (small["peak"], large["peak"])
+
+
+@pytest.mark.slow
+def test_chatgpt_ingest_memory_is_flat_in_dump_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 20 MB and an 80 MB conversations.json: streamed a conversation at a time, same peak."""
+    monkeypatch.setattr(openai_bench, "BENCH_DIR", tmp_path)
+    small = openai_bench.run_once(openai_bench.dump_for(20))
+    large = openai_bench.run_once(openai_bench.dump_for(80))
+    assert large["read"] > 3.5 * small["read"]
+    assert large["peak"] < 1 << 30
     assert large["peak"] < 1.25 * small["peak"], (small["peak"], large["peak"])

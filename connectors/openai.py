@@ -1,0 +1,332 @@
+"""OpenAI (PEER_FORMATS.md §4): the ChatGPT data export, and Assistants/Threads API message pages.
+
+Formats, told apart by content (never by file name):
+
+- the export zip, read in place through fsspec: ``conversations.json`` and every shard
+  ``conversations-NNN.json`` in it (in name order), and ``user.json`` for the account id. An
+  entry it would read that is unsafe (``..`` or absolute name, zip bomb, encryption) becomes one
+  ``unsafe_archive_entry`` reject and the rest is still read; the other entries are not opened.
+- ``conversations.json`` or one shard on its own: a JSON array of conversations,
+  ``{"conversations": [...]}``, or a single conversation object, streamed one conversation at a
+  time. A ``user.json`` beside it gives the account id; ``user.json`` itself is a dump of nothing.
+  (A ``user.json`` that cannot be parsed leaves ``user_id`` null: a scope template that needs it
+  then rejects the rows as ``unresolved_scope``.)
+- an Assistants API list page ``{"object": "list", "data": [thread.message, ...]}`` (or a bare
+  array of ``thread.message`` objects).
+
+ChatGPT mapping (the walk is in ``_chatgpt``): each node of a conversation's ``mapping`` is one
+record. Messages on the path from ``current_node`` to the root are ``message`` episodes,
+``active``; messages on other branches are ``superseded``; ``message: null`` nodes and hidden
+system/tool/reasoning nodes are skip rejects (``empty_node``, ``hidden_node``); memory writes
+(``recipient: "bio"``, ``model_editable_context``) are ``observation`` episodes. Text ``parts``
+are joined with newlines, asset-pointer parts kept under ``metadata._source.asset_pointers``.
+Key ``chatgpt:<conversation_id>:<node_id>``, ``source_id`` ``<conversation_id>:<node_id>``,
+``session_id`` the conversation id, ``user_id`` the account from ``user.json`` (ChatGPT has no
+per-message user). ``create_time``/``update_time`` are float epoch seconds (ISO text from
+third-party exporters is accepted too); a message whose ``create_time`` is null is observed at the
+conversation's ``create_time`` (else ``update_time``), noted as ``_source.observed_at_from``, and
+keeps ``created_at`` null. The conversation's own fields (title, model, …) are kept under
+``_source.conversation`` on each of its nodes. A conversation that cannot be walked (not an
+object, no id, no ``mapping``) is one reject.
+
+Assistants mapping: each message is a ``message`` episode, key
+``openai-thread:<thread_id>:<msg_id>``, ``source_id`` the message id, ``session_id`` the thread,
+``agent_id`` the assistant; ``created_at`` is int epoch seconds; text parts are joined, the other
+parts (images, annotations) kept under ``_source.content``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+from collections.abc import Callable, Iterator
+from itertools import count
+from typing import IO, Any
+
+import ijson
+from fsspec import AbstractFileSystem
+
+from connectors import _archive, _chatgpt, _records
+from connectors._records import Rejected, Row
+from connectors.base import Batch, Connector, ReadOptions
+from connectors.errors import DumpFormatError
+from connectors.schema import RejectReason
+
+NAME = "openai"
+VERSION = "1.0.0"
+EXPECTED = "ChatGPT export (zip or conversations.json) or OpenAI Assistants message page"
+
+_SHARD = re.compile(r"conversations(-\d+)?\.json")
+_CONVERSATION_KEYS = frozenset({"mapping", "current_node", "conversation_id"})
+_ACCOUNT_KEYS = frozenset({"email", "chatgpt_plus_user", "phone_number"})
+_USER_JSON_MAX = 1 << 20
+
+Opener = Callable[[], IO[bytes]]
+
+
+#: ChatGPT node rows are heavy (source text, metadata with the conversation's fields: ~5 KB in
+#: Python): a batch of the default 100,000 rows would hold gigabytes, so batches stay smaller.
+MAX_BATCH_ROWS = 10_000
+
+
+def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
+    options = dataclasses.replace(options, batch_rows=min(options.batch_rows, MAX_BATCH_ROWS))
+    yield from _records.run(NAME, _rows(fs, path), fs, path, options)
+
+
+def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
+    kind = _records.sniff(fs, path)
+    counter = count()
+    if kind == "empty":
+        return
+    if kind == "zip":
+        yield from _zip_rows(fs, path, counter)
+    elif kind == "json":
+        opener = functools.partial(fs.open, path, "rb")
+        user_id = _sibling_user(fs, path)
+        name = path.rsplit("/", 1)[-1]
+        yield from _document_rows(opener, name, user_id, counter, uri=fs.unstrip_protocol(path))
+    else:
+        raise DumpFormatError(fs.unstrip_protocol(path), EXPECTED, f"a {kind} file")
+
+
+# --- layouts -----------------------------------------------------------------------------------
+
+
+def _layout(opener: Opener, uri: str) -> tuple[str, str]:
+    """``(kind, ijson prefix)`` of a JSON document: ``items`` (an array), ``conversations``
+    (the envelope), ``conversation`` (one object), ``page`` (Assistants list page), ``account``
+    (``user.json``). Streams the top-level keys only; a foreign object raises
+    :class:`DumpFormatError` naming its keys. ``Malformed`` if it breaks before saying which."""
+    keys: list[str] = []
+    page = False
+    with opener() as f:
+        if f.read(len(_records.BOM)) != _records.BOM:
+            f.seek(0)
+        events = ijson.parse(f, use_float=True)
+        try:
+            _, event, _ = next(events)
+            if event == "start_array":
+                return "items", "item"
+            if event != "start_map":
+                raise DumpFormatError(uri, EXPECTED, f"a JSON {event}")
+            for prefix, event, value in events:
+                if prefix == "object" and value == "list":
+                    page = True
+                if prefix != "" or event != "map_key":
+                    continue
+                keys.append(value)
+                if value == "conversations":
+                    return "conversations", "conversations.item"
+                if value == "mapping":
+                    return "conversation", ""
+                if value == "data" and page:
+                    return "page", "data.item"
+        except StopIteration:
+            pass
+        except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+            raise _records.Malformed(0, str(exc)) from None
+    if "data" in keys and {"has_more", "first_id", "last_id"} & set(keys):
+        return "page", "data.item"
+    if "id" in keys and _ACCOUNT_KEYS & set(keys):
+        return "account", ""
+    shown = ", ".join(keys[:8]) or "no keys"
+    raise DumpFormatError(uri, EXPECTED, f"a JSON object with keys: {shown}")
+
+
+def _document_rows(
+    opener: Opener, name: str, user_id: str | None, counter: count[int], *, uri: str | None
+) -> Iterator[Row]:
+    """Every record of one JSON document, ``name`` in the details. A dump file (``uri`` given)
+    that is not this system's format raises :class:`DumpFormatError`; such an entry in an export
+    zip (``uri`` None) is one ``malformed_document`` reject, and the other entries still count."""
+    try:
+        kind, prefix = _layout(opener, uri or name)
+    except _records.Malformed as exc:
+        yield _broken(next(counter), name, exc)
+        return
+    except DumpFormatError as exc:
+        if uri is not None:
+            raise
+        yield _records.reject(
+            next(counter), name, RejectReason.MALFORMED_DOCUMENT, f"{name}: not conversations; {exc.found}"
+        )
+        return
+    if kind == "account":
+        return
+    with opener() as f:
+        try:
+            for i, item in _records.json_items(f, prefix):
+                if uri is not None and i == 0 and kind == "items":
+                    _check_first(item, uri)
+                yield from _item_rows(item, f"{name} item {i}", user_id, counter, page=kind == "page")
+        except _records.Malformed as exc:
+            yield _broken(next(counter), name, exc)
+
+
+def _check_first(item: Any, uri: str) -> None:
+    if isinstance(item, dict) and (
+        _CONVERSATION_KEYS & item.keys() or item.get("object") == "thread.message"
+    ):
+        return
+    keys = ", ".join(list(item)[:8]) if isinstance(item, dict) else ""
+    found = f"objects with keys: {keys}" if isinstance(item, dict) else _records.json_type(item) + "s"
+    raise DumpFormatError(uri, EXPECTED, f"a JSON array of {found}")
+
+
+def _broken(pos: int, label: str, exc: _records.Malformed) -> Row:
+    reason = RejectReason.INVALID_UTF8 if "UTF8" in str(exc) or "utf-8" in str(exc) else None
+    return _records.reject(
+        pos, None, reason or RejectReason.MALFORMED_DOCUMENT, f"{label}: JSON breaks {exc}"
+    )
+
+
+def _item_rows(
+    item: Any, where: str, user_id: str | None, counter: count[int], *, page: bool
+) -> Iterator[Row]:
+    if page or (isinstance(item, dict) and item.get("object") == "thread.message"):
+        yield _thread_message_row(item, next(counter), where)
+        return
+    try:
+        if not isinstance(item, dict):
+            raise Rejected(
+                RejectReason.NOT_AN_OBJECT, f"a JSON {_records.json_type(item)}, not a conversation"
+            )
+        conversation = _chatgpt.Conversation(item, user_id)
+    except Rejected as exc:
+        yield _records.reject(next(counter), _records.dumps(item), exc.reason, f"{where}: {exc.detail}")
+        return
+    yield from _chatgpt.rows(conversation, counter)
+
+
+# --- the export zip and user.json --------------------------------------------------------------
+
+
+def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterator[Row]:
+    uri = fs.unstrip_protocol(path)
+    with _archive.open_zip(fs, path, expected=EXPECTED) as archive:
+        listed = _archive.entries(archive)
+        shards = sorted((e for e in listed if _SHARD.fullmatch(e.basename)), key=lambda e: e.name)
+        if not shards:
+            names = ", ".join(e.name for e in listed[:8]) or "no files"
+            raise DumpFormatError(uri, EXPECTED, f"a zip archive without conversations*.json ({names})")
+        user_id = None
+        account = next((e for e in listed if e.basename == "user.json"), None)
+        if account is not None and account.problem:
+            yield _unsafe(next(counter), account)
+        elif account is not None:
+            with _archive.open_entry(archive, account) as f:
+                user_id = _user_id(f.read(_USER_JSON_MAX))
+        for entry in shards:
+            if entry.problem:
+                yield _unsafe(next(counter), entry)
+                continue
+            opener = functools.partial(_archive.open_entry, archive, entry)
+            yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
+
+
+def _unsafe(pos: int, entry: _archive.Entry) -> Row:
+    return _records.reject(
+        pos, entry.name, RejectReason.UNSAFE_ARCHIVE_ENTRY, f"{entry.problem}; entry not read"
+    )
+
+
+def _sibling_user(fs: AbstractFileSystem, path: str) -> str | None:
+    """The account id from a ``user.json`` beside an unpacked ``conversations.json``, if any."""
+    sibling = path.rsplit("/", 1)[0] + "/user.json" if "/" in path else "user.json"
+    if sibling == path or not fs.isfile(sibling) or (fs.size(sibling) or 0) > _USER_JSON_MAX:
+        return None
+    return _user_id(fs.cat_file(sibling))
+
+
+def _user_id(data: bytes) -> str | None:
+    try:
+        account = json.loads(data.removeprefix(_records.BOM))
+    except ValueError:
+        return None
+    value = account.get("id") if isinstance(account, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+# --- Assistants / Threads API ------------------------------------------------------------------
+
+_THREAD_PROMOTED = ("id", "object", "thread_id", "role", "content", "created_at", "assistant_id", "metadata")
+
+
+def _thread_message_row(item: Any, pos: int, where: str) -> Row:
+    raw = _records.dumps(item)
+    try:
+        if not isinstance(item, dict):
+            raise Rejected(RejectReason.NOT_AN_OBJECT, f"a JSON {_records.json_type(item)}")
+        if item.get("object") not in (None, "thread.message"):
+            raise Rejected(
+                RejectReason.BAD_VALUE, f"field object is {item.get('object')!r}, not thread.message"
+            )
+        _records.check_depth(item, "message")
+        msg_id = _records.text(item, "id", required=True)
+        thread_id = _records.text(item, "thread_id", required=True)
+        texts, kept = _thread_content(item.get("content"))
+        created = _records.parse_time(item.get("created_at"), "created_at", unit="s")
+        rest = {k: v for k, v in item.items() if k not in _THREAD_PROMOTED}
+        rest["content"] = kept or None
+        return {
+            "pos": pos,
+            "raw": raw,
+            "idempotency_key": f"openai-thread:{thread_id}:{msg_id}",
+            "source_id": msg_id,
+            "type": "message",
+            "content": texts,
+            "role": _records.text(item, "role"),
+            "source": "assistants",
+            "agent_id": _records.text(item, "assistant_id"),
+            "session_id": thread_id,
+            "status": "active",
+            "metadata": _records.metadata(item.get("metadata"), rest),
+            "observed_at": created,
+            "created_at": created,
+            "scope_conversation_id": thread_id,
+            "scope_session_id": thread_id,
+            "scope_agent_id": _records.text(item, "assistant_id"),
+        }
+    except Rejected as exc:
+        return _records.reject(pos, raw, exc.reason, f"{where} (thread message): {exc.detail}")
+
+
+def _thread_content(content: Any) -> tuple[str, list[Any]]:
+    """The text parts joined; the other parts, and the text parts' annotations, kept."""
+    if not isinstance(content, list):
+        kind = _records.json_type(content)
+        reason = RejectReason.MISSING_FIELD if content is None else RejectReason.WRONG_TYPE
+        raise Rejected(reason, f"field content is a JSON {kind}, expected an array")
+    texts, kept = [], []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise Rejected(
+                RejectReason.WRONG_TYPE, f"field content[{i}] is a JSON {_records.json_type(part)}"
+            )
+        if part.get("type") == "text" and isinstance(part.get("text"), dict):
+            value = _records.text(part["text"], "value")
+            if value:
+                texts.append(value)
+            annotations = part["text"].get("annotations")
+            if annotations:
+                kept.append({"type": "text", "annotations": annotations})
+        elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+            texts.append(part["refusal"])
+            kept.append({"type": "refusal"})
+        else:
+            kept.append(part)
+    return "\n".join(texts), kept
+
+
+CONNECTOR = Connector(
+    name=NAME,
+    version=VERSION,
+    description="ChatGPT data export (zip, conversations.json, shards) and Assistants API message pages",
+    scope_fields=("user_id", "conversation_id", "session_id", "agent_id"),
+    default_scope_template="openai/conversation:{conversation_id}",
+    formats=("json", "zip"),
+    read_fn=read,
+)
