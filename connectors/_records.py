@@ -85,21 +85,28 @@ def rejected(pos: int, raw: str | None, exc: Rejected) -> Row:
     return reject(pos, raw, exc.reason, exc.detail)
 
 
+#: A batch is also cut when its rows' text reaches this size: Python rows of large records (a
+#: ChatGPT node is ~5 KB) cost several times their text, and rows, not bytes, bound ``batch_rows``.
+BATCH_TEXT_BYTES = 32 << 20
+
+
 def run(
     system: str, rows: Iterable[Row], fs: AbstractFileSystem, path: str, options: ReadOptions
 ) -> Iterator[Batch]:
-    """Normalize the staged rows of one dump, ``options.batch_rows`` at a time."""
+    """Normalize the staged rows of one dump, ``options.batch_rows`` (or ``BATCH_TEXT_BYTES``) at a time."""
     uri = fs.unstrip_protocol(path)
     ingested_at = datetime.now(UTC)
     schema = pl.Schema(
         _STAGED_TYPES | {f"scope_{name}": pl.String() for name in scope_placeholders(options.scope_template)}
     )
     buffer: list[Row] = []
+    size = 0
     for row in rows:
         buffer.append(row)
-        if len(buffer) >= options.batch_rows:
+        size += len(row.get("raw") or "") + len(row.get("content") or "")
+        if len(buffer) >= options.batch_rows or size >= BATCH_TEXT_BYTES:
             yield _batch(buffer, schema, system, options, uri, ingested_at)
-            buffer = []
+            buffer, size = [], 0
     if buffer:
         yield _batch(buffer, schema, system, options, uri, ingested_at)
 
