@@ -52,7 +52,9 @@ def _typed_empty(schema: pl.Schema) -> pl.DataFrame:
 
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
     if files:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r})")
+        # hive_partitioning off: the columns are the rows' own, never the folder names'
+        # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
         return
     con.register("empty", _typed_empty(schema))
     con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")

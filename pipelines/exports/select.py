@@ -56,9 +56,11 @@ def create_source(con: duckdb.DuckDBPyConnection, store: EpisodeStore) -> None:
     store.location.register_with(con)
     files = live_files(store)
     if files:
+        # hive_partitioning off: DuckDB would otherwise replace the source_system column with the
+        # partition folder's value (source_system=memport for re-imported exports) and add `dump`
         con.execute(
             f"CREATE TEMP VIEW {SOURCE} AS SELECT * FROM "
-            f"read_parquet({_sql_list(files)}, filename = true, file_row_number = true)"
+            f"read_parquet({_sql_list(files)}, filename = true, file_row_number = true, hive_partitioning = false)"
         )
         return
     con.register("export_empty", _typed_empty(EPISODE_SCHEMA))
