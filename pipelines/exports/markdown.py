@@ -94,8 +94,8 @@ def write(
     paths: list[str] = []
     rows = 0
     state: dict[str, Any] = {"group": None}
-    reader = con.execute(_ROW_SQL.replace("$FROM_WHERE", selection.from_where), selection.params)
-    batches = reader.to_arrow_reader(BATCH_ROWS)
+    query = con.sql(_ROW_SQL.replace("$FROM_WHERE", selection.from_where), params=selection.params)
+    batches = query.to_arrow_reader(BATCH_ROWS)
 
     def headings(tenant: str, scope: str, session: str | None, *, force: bool) -> str:
         out = ""

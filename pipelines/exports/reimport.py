@@ -69,7 +69,7 @@ def read_export(location: Location, path: str, fmt: str, *, neutralized: bool = 
         con.execute("SET TimeZone = 'UTC'")
         location.register_with(con)
         sql = f"SELECT {_columns(fmt, neutralized)} FROM {_reader(fmt, location.uri(path))}"
-        for batch in con.execute(sql).to_arrow_reader(BATCH_ROWS):
+        for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
             frame = pl.DataFrame(pl.from_arrow(batch)).cast(EPISODE_SCHEMA)  # type: ignore[arg-type]
             yield Batch(frame, REJECT_SCHEMA.to_frame(), frame.height)
 
