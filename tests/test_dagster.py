@@ -167,7 +167,8 @@ def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp
     put(landing, "cortexdb/mixed.jsonl", (FIXTURES / "cortexdb" / "export_and_import.jsonl").read_bytes())
     specs = tmp_path / "specs.yaml"
     specs.write_text(
-        "specs:\n  - {name: eng, format: csv, scope: 'org:acme/dept:eng'}\n  - {name: all, format: markdown}\n",
+        "specs:\n  - {name: eng, format: csv, scope: 'org:acme/dept:eng'}\n"
+        "  - {name: all, format: markdown}\n",
         encoding="utf-8",
     )
     resources["export_target"] = ExportTarget(url=resources["export_target"].url, specs_path=str(specs))

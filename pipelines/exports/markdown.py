@@ -18,7 +18,7 @@ import gzip
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import duckdb
 
@@ -62,7 +62,7 @@ def _open(dest: Location, path: str, compression: str | None) -> Iterator[IO[byt
     with dest.fs.open(path, "wb") as raw:
         if compression == "gzip":
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                yield gz
+                yield cast(IO[bytes], gz)
         else:
             yield raw
 

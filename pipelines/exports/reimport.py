@@ -70,7 +70,7 @@ def read_export(location: Location, path: str, fmt: str, *, neutralized: bool = 
         location.register_with(con)
         sql = f"SELECT {_columns(fmt, neutralized)} FROM {_reader(fmt, location.uri(path))}"
         for batch in con.sql(sql).to_arrow_reader(BATCH_ROWS):
-            frame = pl.DataFrame(pl.from_arrow(batch)).cast(EPISODE_SCHEMA)  # type: ignore[arg-type]
+            frame = pl.DataFrame(pl.from_arrow(batch)).cast(EPISODE_SCHEMA)
             yield Batch(frame, REJECT_SCHEMA.to_frame(), frame.height)
 
 

@@ -60,7 +60,8 @@ def create_source(con: duckdb.DuckDBPyConnection, store: EpisodeStore) -> None:
         # partition folder's value (source_system=memport for re-imported exports) and add `dump`
         con.execute(
             f"CREATE TEMP VIEW {SOURCE} AS SELECT * FROM "
-            f"read_parquet({_sql_list(files)}, filename = true, file_row_number = true, hive_partitioning = false)"
+            f"read_parquet({_sql_list(files)}, filename = true, file_row_number = true, "
+            "hive_partitioning = false)"
         )
         return
     con.register("export_empty", _typed_empty(EPISODE_SCHEMA))

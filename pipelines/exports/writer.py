@@ -9,6 +9,7 @@ directory, so a sort of any size stays in bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -123,10 +124,8 @@ def write_export(
         with _connect(spill) as con:
             create_source(con, store)
             if not dest.is_local:
-                try:
+                with contextlib.suppress(duckdb.Error):  # registered already, for the store
                     dest.register_with(con)
-                except duckdb.Error:  # this protocol is registered already, for the store
-                    pass
             selection = select(con, request.filters)
             if request.format == "markdown":
                 rows, paths = markdown.write(

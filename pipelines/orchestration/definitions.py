@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
-from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, catalog_job
 from pipelines.orchestration.exports import (
     adhoc_export,
     episode_exports,
@@ -14,6 +13,7 @@ from pipelines.orchestration.exports import (
     export_specs_job,
     export_specs_schedule,
 )
+from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, catalog_job
 from pipelines.orchestration.resources import ExportProgress, resources_from_env
 from pipelines.orchestration.sensors import landing_sensor
 
