@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
-.PHONY: run test test-all bench dev lint typecheck clean
+.PHONY: run test test-all bench bench-ingest bench-export dev lint typecheck clean
 
 # uv lives in its own small venv, installed by pip: nothing is installed by hand.
 $(UV):
@@ -30,9 +30,16 @@ test: $(VENV)/.synced
 test-all: $(VENV)/.synced
 	$(VENV)/bin/pytest -n 2 -m "not bench"
 
-## bench: the ingest benchmark against the DuckDB floor (N=1000000 by default; BENCH_N=... to change)
-bench: $(VENV)/.synced
+## bench: both benchmarks (N=1000000 by default; BENCH_N=... to change)
+bench: bench-ingest bench-export
+
+## bench-ingest: the ingest benchmark against the DuckDB floor
+bench-ingest: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.ingest_bench
+
+## bench-export: the export benchmark (every format) against DuckDB COPY and Polars sink_* floors
+bench-export: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.export_bench
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 dev: $(VENV)/.synced
@@ -47,4 +54,4 @@ typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster
+	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster data/exports
