@@ -11,8 +11,9 @@
 - ``cortexdb`` profile (ndjson): the CortexDB import envelope of PEER_FORMATS §5.1.
 - ``mnueron`` profile (csv): the Mnueron CSV header; times as epoch milliseconds.
 
-Rows are in a fixed order (tenant, scope, observed time, episode id) so the same store and the
-same request give the same bytes.
+Rows come in no particular order: they stream from the store's files on every core, with no
+global sort (which would cost more than the export itself at 1,000,000 rows, and memory). The
+same store and request give the same rows; Markdown alone is ordered (by scope and session).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pipelines.exports.request import ExportRequest
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 CSV_HEADER = tuple(EPISODE_SCHEMA.names())
 MNUERON_HEADER = ("id", "content", "namespace", "tags", "source", "source_ref", "created_at", "updated_at")
-ORDER = "v.tenant_id, v.scope, v.observed_at, v.episode_id"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 _TIMESTAMPS = {n for n, t in EPISODE_SCHEMA.items() if str(t).startswith("Datetime")}
