@@ -28,12 +28,14 @@ from pipelines.store import EpisodeStore
 
 #: DuckDB's memory limit for an export: sorting spills to disk past it (peak RSS stays < 1 GiB).
 MEMORY_LIMIT = "640MB"
+#: Markdown's sort spills sooner: its Python writer and Arrow batches live beside DuckDB's memory.
+MARKDOWN_MEMORY_LIMIT = "384MB"
 #: Progress: (rows written, total rows) — rows estimated from DuckDB's progress for COPY.
 Progress = Callable[[int, int], None]
 
 
-def _connect(spill: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill})
+def _connect(spill: str, limit: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"memory_limit": limit, "temp_directory": spill})
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -121,7 +123,8 @@ def write_export(
     """Write the request's rows to ``dest``; returns the row count and the files written."""
     spill = tempfile.mkdtemp(prefix="memport-export-")
     try:
-        with _connect(spill) as con:
+        limit = MARKDOWN_MEMORY_LIMIT if request.format == "markdown" else MEMORY_LIMIT
+        with _connect(spill, limit) as con:
             create_source(con, store)
             if not dest.is_local:
                 with contextlib.suppress(duckdb.Error):  # registered already, for the store
