@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
-.PHONY: run test test-all bench bench-ingest bench-openai bench-zep dev lint typecheck clean
+.PHONY: run test test-all bench bench-ingest bench-export bench-openai bench-zep dev lint typecheck clean
 
 # uv lives in its own small venv, installed by pip: nothing is installed by hand.
 $(UV):
@@ -31,7 +31,7 @@ test-all: $(VENV)/.synced
 	$(VENV)/bin/pytest -n 2 -m "not bench"
 
 ## bench: every benchmark (each prints its figures and PASS/FAIL against its targets)
-bench: bench-ingest bench-openai bench-zep
+bench: bench-ingest bench-export bench-openai bench-zep
 
 ## bench-ingest: Mem0 ingest against the DuckDB floor (N=1000000 by default; BENCH_N=... to change)
 bench-ingest: $(VENV)/.synced
@@ -44,6 +44,10 @@ bench-openai: $(VENV)/.synced
 ## bench-zep: a 200 MB Graphiti edge dump (BENCH_ZEP_MB=...), peak memory < 1 GiB
 bench-zep: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.zep_bench
+
+## bench-export: the export benchmark (every format) against DuckDB COPY and Polars sink_* floors
+bench-export: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.export_bench
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 dev: $(VENV)/.synced
@@ -58,4 +62,4 @@ typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster
+	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster data/exports

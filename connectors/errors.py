@@ -28,3 +28,35 @@ class DumpFormatError(MemportError):
 
 class StoreError(MemportError):
     """The episode store is missing, inconsistent, or could not be written."""
+
+
+class ExportRequestError(ConfigError):
+    """An export request is invalid; raised before any work, naming the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"export request: field {field!r}: {message}")
+
+
+class ExportError(MemportError):
+    """An export could not be found, is not usable yet, or is no longer usable."""
+
+    def __init__(self, export_id: str, message: str) -> None:
+        self.export_id = export_id
+        super().__init__(message)
+
+
+class ExportNotFoundError(ExportError):
+    """No export with this id (HTTP-like 404)."""
+
+
+class ExportNotReadyError(ExportError):
+    """The export is still pending or processing (HTTP-like 409)."""
+
+
+class ExportFailedError(ExportError):
+    """The export failed; its manifest keeps the error."""
+
+
+class ExportExpiredError(ExportError):
+    """The export's time-to-live passed and its files were deleted (HTTP-like 410)."""

@@ -6,8 +6,9 @@ store as it was (their handle still points at the old file, and the data files i
 until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
 
 Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
-``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition), and the
-table macro ``episodes_as_of(ts)`` for bi-temporal questions.
+``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition),
+``exports`` (every export from its manifest, newest first), and the table macro
+``episodes_as_of(ts)`` for bi-temporal questions.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def _typed_empty(schema: pl.Schema) -> pl.DataFrame:
 
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
     if files:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r})")
+        # hive_partitioning off: the columns are the rows' own, never the folder names'
+        # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
         return
     con.register("empty", _typed_empty(schema))
     con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")
@@ -108,8 +111,58 @@ def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame
     return pl.DataFrame(rows, schema=schema).sort("started_at", descending=True)
 
 
-def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSummary:
-    """Write a fresh catalog for the store's live partitions and swap it in atomically."""
+_EXPORT_COLUMNS: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "name": pl.String(),
+    "status": pl.String(),
+    "format": pl.String(),
+    "profile": pl.String(),
+    "compression": pl.String(),
+    "rows": pl.Int64(),
+    "files": pl.Int64(),
+    "bytes": pl.Int64(),
+    "destination": pl.String(),
+    "filters": pl.String(),
+    "error": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "started_at": pl.Datetime("us", "UTC"),
+    "finished_at": pl.Datetime("us", "UTC"),
+    "expires_at": pl.Datetime("us", "UTC"),
+    "expired_at": pl.Datetime("us", "UTC"),
+    "duration_s": pl.Float64(),
+}
+
+
+def _exports_frame(exports: Location | None) -> pl.DataFrame:
+    from pipelines.exports.lifecycle import manifests  # the exports package reads the store
+
+    def ts(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    rows = [
+        {
+            **{k: m.get(k) for k in ("id", "name", "status", "format", "profile", "compression")},
+            "rows": m["rows"],
+            "files": len(m["files"]),
+            "bytes": sum(f["bytes"] for f in m["files"]),
+            "destination": m["destination"],
+            "filters": json.dumps(m["filters"]),
+            "error": m["error"],
+            **{k: ts(m[k]) for k in ("created_at", "started_at", "finished_at", "expires_at", "expired_at")},
+            "duration_s": m["duration_s"],
+        }
+        for m in (manifests(exports) if exports is not None else [])
+    ]
+    return pl.DataFrame(rows, schema=_EXPORT_COLUMNS)
+
+
+def build_catalog(
+    store: EpisodeStore, catalog_path: str | Path, *, exports: Location | None = None
+) -> CatalogSummary:
+    """Write a fresh catalog for the store's live partitions and swap it in atomically.
+
+    ``exports``: where export manifests are, for the ``exports`` view (empty without it).
+    """
     target = Path(catalog_path).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     manifests = list(store.manifests())
@@ -142,6 +195,10 @@ def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSumma
             con.register("import_rows", _imports_frame(manifests))
             con.execute("CREATE TABLE imports AS SELECT * FROM import_rows")
             con.unregister("import_rows")
+            con.register("export_rows", _exports_frame(exports))
+            con.execute("CREATE TABLE _exports AS SELECT * FROM export_rows")
+            con.unregister("export_rows")
+            con.execute("CREATE VIEW exports AS SELECT * FROM _exports ORDER BY created_at DESC, id DESC")
             con.execute(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],

@@ -1,4 +1,6 @@
-"""``memport``: the command line. ``memport run`` is the main job; ``memport sql`` asks the catalog.
+"""``memport``: the command line. ``memport run`` is the main job; ``memport sql`` asks the catalog;
+``memport export`` runs an ad-hoc export (the Dagster ``adhoc_export`` job) with a progress line,
+and ``memport export-status <id>`` tells where an export is.
 
 ``run`` does in one process what the landing sensor and the Dagster daemon do over time: every
 dump under the landing zone becomes a partition, each is materialized by the same ingest job,
@@ -12,7 +14,9 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dotenv
 import polars as pl
@@ -45,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     systems = args.system or list(registry.CONNECTORS)
     failures: list[str] = []
     started = time.perf_counter()
+    run_started = datetime.now(UTC)
     with dg.DagsterInstance.get() as instance:
         for system in systems:
             dumps = discover_dumps(landing, system)
@@ -72,6 +77,13 @@ def _run(args: argparse.Namespace) -> int:
             instance=instance, run_config=_QUIET
         )
         assert catalog.success
+        print("export the sample specs …", end=" ", flush=True)
+        exported = defs.resolve_job_def("export_specs").execute_in_process(
+            instance=instance, run_config=_QUIET, raise_on_error=False
+        )
+        print("done" if exported.success else "FAILED")
+        if not exported.success:
+            failures.append(f"export specs: {_first_error(exported)}")
     catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
     with connect(catalog_path) as con:
         per_system = con.sql(
@@ -80,19 +92,31 @@ def _run(args: argparse.Namespace) -> int:
         rejects = con.sql(
             "SELECT source_system, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY 1, 2"
         ).pl()
+        exports = con.sql(
+            "SELECT name, status, format || coalesce('/' || profile, '') AS format, rows, files, bytes "
+            "FROM exports WHERE created_at >= ? ORDER BY name",
+            params=[run_started],
+        ).pl()
     store_url = Location.from_url(setting("MEMPORT_STORE_URL")).url()
+    exports_url = Location.from_url(setting("MEMPORT_EXPORTS_URL")).url()
     print()
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     print(f"  episode store : {store_url}  (Parquet, one partition per dump)")
-    print(f"  catalog       : {catalog_path}  (DuckDB: episodes, episode_log, rejects, imports)")
-    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    print(f"  catalog       : {catalog_path}  (DuckDB: episodes, episode_log, rejects, imports, exports)")
+    print(f"  exports       : {exports_url}/<id>/  (files + manifest.json; the catalog's exports view)")
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=50):
         print(per_system)
         if rejects.height:
             print("Rejected records (every one kept with its reason and position):")
             print(rejects)
+        if exports.height:
+            print("Exports of the sample specs (pipelines/exports/specs.yaml):")
+            print(exports)
     print("Query it:")
     print('  .venv/bin/memport sql "SELECT type, count(*) FROM episodes GROUP BY ALL"')
+    print('  .venv/bin/memport sql "SELECT id, name, status, rows, destination FROM exports"')
     print(f"  or any DuckDB client: duckdb -readonly {catalog_path}")
+    print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
     if failures:
         print("\nThese dumps failed and were not stored:", *failures, sep="\n  ")
@@ -117,6 +141,155 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The run config of ``adhoc_export`` from the options (validated by the request parser)."""
+    import json
+
+    given: dict[str, Any] = {"format": args.format}
+    for pair in args.set or []:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"memport export: --set takes KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        given[key] = value
+    options = {
+        "tenant_id": args.tenant,
+        "scope": args.scope,
+        "types": args.type,
+        "categories": args.category,
+        "tags": args.tag,
+        "metadata": args.metadata,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "as_of": args.as_of,
+        "destination": args.dest,
+        "profile": args.profile,
+        "compression": args.compression,
+        "max_part_bytes": args.max_part_bytes,
+        "name": args.name,
+        "ttl_hours": args.ttl_hours,
+    }
+    given |= {k: v for k, v in options.items() if v is not None}
+    if args.no_neutralize:
+        given["neutralize_formulas"] = False
+    return given
+
+
+class _ProgressLine:
+    """``rows written / total`` on stderr: one line redrawn on a terminal, a line per 10 s else."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.next = 0.0
+
+    def __call__(self, rows: int, total: int) -> None:
+        now = time.monotonic()
+        if now < self.next and rows < total:
+            return
+        self.next = now + (0.5 if self.tty else 10)
+        pct = 100 * rows / total if total else 100.0
+        text = f"exporting: {rows:,} / {total:,} rows ({pct:.0f}%)"
+        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        if self.tty and rows >= total:
+            print(file=sys.stderr)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from connectors.errors import ExportRequestError
+    from pipelines.exports import lifecycle
+    from pipelines.exports.request import ExportRequest
+    from pipelines.locations import Location
+    from pipelines.orchestration.exports import adhoc_export, expire_exports
+    from pipelines.orchestration.resources import ExportProgress, resources_from_env
+
+    config = _export_request(args)
+    try:  # fail before any work, naming the field
+        ExportRequest.parse({"tenant_id": setting("MEMPORT_TENANT_ID")} | config)
+    except ExportRequestError as exc:
+        print(f"memport export: {exc}", file=sys.stderr)
+        return 2
+    resources = resources_from_env() | {"export_progress": ExportProgress(_ProgressLine())}
+    job = dg.Definitions(jobs=[adhoc_export, expire_exports], resources=resources).resolve_job_def(
+        "adhoc_export"
+    )
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config=_QUIET | {"ops": {"run_export": {"config": config}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    if not result.success:
+        print(f"memport export: FAILED: {_first_error(result)}", file=sys.stderr)
+        return 1
+    export_id = result.output_for_node("run_export")
+    exports = Location.from_url(setting("MEMPORT_EXPORTS_URL"))
+    m = lifecycle.ready(exports, export_id)
+    _print_export(m, exports)
+    return 0
+
+
+def _print_export(m: dict[str, Any], exports: Any) -> None:
+    from pipelines.exports.lifecycle import manifest_path
+
+    print(f"export {m['id']}: {m['status']}, {m['rows']:,} rows, expires {m['expires_at']}")
+    for f in m["files"]:
+        print(f"  {f['url']}  ({f['bytes']:,} bytes, sha256 {f['sha256'][:16]}…)")
+    print(f"  manifest: {exports.uri(manifest_path(exports, m['id']))}")
+
+
+def _export_status(args: argparse.Namespace) -> int:
+    from connectors.errors import ExportError
+    from pipelines.exports import lifecycle
+    from pipelines.locations import Location
+
+    exports = Location.from_url(setting("MEMPORT_EXPORTS_URL"))
+    try:
+        m = lifecycle.ready(exports, args.id)
+    except ExportError as exc:
+        print(f"memport export-status: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    _print_export(m, exports)
+    return 0
+
+
+def _add_export_parser(sub: Any) -> None:
+    from pipelines.exports.request import COMPRESSIONS, FORMATS, PROFILES
+
+    p = sub.add_parser(
+        "export",
+        help="export a slice of the store (runs the adhoc_export job; progress on stderr)",
+        description="Filters and options are those of an export request (README, Exports). "
+        "Any request field can also be given as --set KEY=VALUE (VALUE is JSON when it parses).",
+    )
+    p.add_argument("format", choices=FORMATS)
+    p.add_argument("--tenant", help="tenant_id (default MEMPORT_TENANT_ID; '*' = every tenant)")
+    p.add_argument("--scope", help="scope prefix, e.g. org:acme (includes org:acme/…)")
+    p.add_argument("--type", action="append", help="episode type (repeatable: any of)")
+    p.add_argument("--category", action="append", help="category (repeatable: any of, at most 20)")
+    p.add_argument("--tag", action="append", help="tag (repeatable: all of)")
+    p.add_argument("--metadata", help='top-level metadata containment as JSON, e.g. \'{"lang": "en"}\'')
+    p.add_argument("--created-after", help="ISO 8601 (use --set created_after_ms=… for epoch ms)")
+    p.add_argument("--created-before", help="ISO 8601 (use --set created_before_ms=… for epoch ms)")
+    p.add_argument("--as-of", help="ISO 8601: the episodes valid and known at that instant")
+    p.add_argument("--dest", help="destination directory URL (default <MEMPORT_EXPORTS_URL>/<id>/)")
+    p.add_argument("--profile", choices=tuple(PROFILES))
+    p.add_argument("--compression", choices=COMPRESSIONS)
+    p.add_argument("--max-part-bytes", type=int, help="split into numbered parts of about this size")
+    p.add_argument("--no-neutralize", action="store_true", help="csv: keep formula-like cells as is")
+    p.add_argument("--ttl-hours", type=float, help="time to live (default 72)")
+    p.add_argument("--name", help="a name for the export (file names, the exports view)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other request field")
+    p.set_defaults(func=_export)
+    status = sub.add_parser("export-status", help="an export's state and files (errors if not ready)")
+    status.add_argument("id")
+    status.set_defaults(func=_export_status)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memport", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("query")
     sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     sql.set_defaults(func=_sql)
+    _add_export_parser(sub)
     args = parser.parse_args(argv)
     _load_env()
     return int(args.func(args))

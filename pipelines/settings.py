@@ -11,6 +11,8 @@ DEFAULTS = {
     "MEMPORT_CATALOG_PATH": "data/episodes.duckdb",
     "MEMPORT_TENANT_ID": "default",
     "MEMPORT_SCOPE_TEMPLATES": "",
+    "MEMPORT_EXPORTS_URL": "data/exports",
+    "MEMPORT_EXPORT_SPECS": "",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -12,13 +13,22 @@ from connectors import registry
 from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
-from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+from pipelines.orchestration.resources import (
+    EpisodeStoreResource,
+    ExportProgress,
+    ExportTarget,
+    ImportSettings,
+    LandingZone,
+)
 from tests.conftest import FIXTURES, put
 
 
 def test_definitions_load() -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {"episode_catalog"}
+    assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {
+        "episode_catalog",
+        "episode_exports",
+    }
     for name in [f"ingest_{system}" for system in registry.CONNECTORS] + ["refresh_catalog"]:
         assert defs.resolve_job_def(name) is not None
     assert defs.resolve_sensor_def("landing_sensor") is not None
@@ -50,8 +60,10 @@ def test_definitions_load_through_workspace_yaml(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def resources(tmp_path: Path, backend: str) -> dict[str, dg.ConfigurableResource]:
+def resources(tmp_path: Path, backend: str) -> dict[str, Any]:
     return {
+        "export_target": ExportTarget(url=f"{backend}/exports"),
+        "export_progress": ExportProgress(),
         "landing": LandingZone(url=f"{backend}/landing"),
         "episode_store": EpisodeStoreResource(
             url=f"{backend}/store", catalog_path=str(tmp_path / "episodes.duckdb")
@@ -62,9 +74,7 @@ def resources(tmp_path: Path, backend: str) -> dict[str, dg.ConfigurableResource
     }
 
 
-def test_materialize_partitions_and_catalog(
-    resources: dict[str, dg.ConfigurableResource], tmp_path: Path
-) -> None:
+def test_materialize_partitions_and_catalog(resources: dict[str, Any], tmp_path: Path) -> None:
     landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
     put(landing, "mem0/page.json", (FIXTURES / "mem0" / "paginated_v3.json").read_bytes())
     put(
@@ -106,7 +116,7 @@ def test_materialize_partitions_and_catalog(
 
 
 def test_bad_dump_fails_the_partition_with_a_clear_message(
-    resources: dict[str, dg.ConfigurableResource],
+    resources: dict[str, Any],
 ) -> None:
     landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
     put(landing, "mem0/letta.af", '{\n  "agents": [],\n  "blocks": []\n}')
@@ -127,7 +137,7 @@ def test_bad_dump_fails_the_partition_with_a_clear_message(
 
 
 def test_landing_sensor_adds_partitions_and_requests_runs(
-    resources: dict[str, dg.ConfigurableResource],
+    resources: dict[str, Any],
 ) -> None:
     landing = Location.from_url(resources["landing"].url)  # type: ignore[attr-defined]
     put(landing, "mem0/a.json", "[]")
@@ -158,3 +168,45 @@ def test_scope_templates_per_system_and_per_dump_glob() -> None:
     assert settings.scope_template("mem0", "h/history.db") == "x"  # the longest matching glob
     assert settings.scope_template("zep", "page.json") is None  # the connector's default
     assert ImportSettings(tenant_id="acme").scope_template("mem0", "a.json") is None
+
+
+def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp_path: Path) -> None:
+    from pipelines.exports import lifecycle
+    from pipelines.ingest import ingest_dump
+    from pipelines.orchestration.exports import adhoc_export, episode_exports, expire_exports
+
+    landing = Location.from_url(resources["landing"].url)
+    put(landing, "cortexdb/mixed.jsonl", (FIXTURES / "cortexdb" / "export_and_import.jsonl").read_bytes())
+    specs = tmp_path / "specs.yaml"
+    specs.write_text(
+        "specs:\n  - {name: eng, format: csv, scope: 'org:acme/dept:eng'}\n"
+        "  - {name: all, format: markdown}\n",
+        encoding="utf-8",
+    )
+    resources["export_target"] = ExportTarget(url=resources["export_target"].url, specs_path=str(specs))
+    with dg.DagsterInstance.ephemeral() as instance:
+        ingest_dump(resources["episode_store"].store(), landing, "cortexdb", "mixed.jsonl", tenant_id="acme")
+        assert dg.materialize(
+            [episode_catalog, episode_exports], resources=resources, instance=instance
+        ).success
+        catalog = resources["episode_store"].catalog_path
+        with duckdb.connect(catalog, read_only=True) as con:
+            rows = con.sql("SELECT name, status, rows FROM exports ORDER BY name").fetchall()
+        assert rows == [("all", "READY", 5), ("eng", "READY", 5)]  # team:payments is under dept:eng
+
+        local = dg.Definitions(jobs=[adhoc_export, expire_exports], resources=resources)
+        job = local.resolve_job_def("adhoc_export")
+        run_config = {"ops": {"run_export": {"config": {"format": "ndjson", "types": ["decision"]}}}}
+        result = job.execute_in_process(run_config=run_config, instance=instance)
+        export_id = result.output_for_node("run_export")
+        m = lifecycle.ready(resources["export_target"].location(), export_id)
+        assert m["rows"] == 1 and m["filters"] == {"tenant_id": "acme", "types": ["decision"]}
+
+        bad = job.execute_in_process(
+            run_config={"ops": {"run_export": {"config": {"format": "xml"}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not bad.success
+        expired = local.resolve_job_def("expire_exports").execute_in_process(instance=instance)
+        assert expired.output_for_node("expire_old_exports") == []

@@ -27,6 +27,8 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
             "MEMPORT_STORE_URL": str(tmp_path / "store"),
             "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
             "MEMPORT_TENANT_ID": "default",
+            "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
+            "MEMPORT_EXPORT_SPECS": "",
             "DAGSTER_HOME": str(tmp_path / "dagster"),
         }
     )
@@ -44,6 +46,21 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
         systems = {s for (s,) in con.sql("SELECT DISTINCT source_system FROM episodes").fetchall()}
         rejected = {s for (s,) in con.sql("SELECT DISTINCT source_system FROM rejects").fetchall()}
         balanced = con.sql("SELECT bool_and(read = accepted + rejected + duplicate) FROM imports").fetchall()
+        exports = con.sql("SELECT format, profile, status, rows, files, destination FROM exports").fetchall()
     assert systems == set(registry.CONNECTORS), "every system's samples give episodes"
     assert rejected == set(registry.CONNECTORS), "every system's samples show rejects"
     assert balanced == [(True,)]
+    # every format (and both profiles) exported from the sample specs, READY, files on disk
+    assert {(f, p) for f, p, *_ in exports} == {
+        ("json", None),
+        ("ndjson", None),
+        ("csv", None),
+        ("markdown", None),
+        ("ndjson", "cortexdb"),
+        ("csv", "mnueron"),
+    }
+    assert all(status == "READY" and rows > 0 and files == 1 for _, _, status, rows, files, _ in exports)
+    for *_, destination in exports:
+        assert Path(destination).parent == tmp_path / "exports"
+        assert (Path(destination) / "manifest.json").exists()
+    assert str(tmp_path / "exports") in out.stdout

@@ -5,13 +5,22 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
+from pipelines.orchestration.exports import (
+    adhoc_export,
+    episode_exports,
+    expire_exports,
+    expire_exports_schedule,
+    export_specs_job,
+    export_specs_schedule,
+)
 from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, catalog_job
-from pipelines.orchestration.resources import resources_from_env
+from pipelines.orchestration.resources import ExportProgress, resources_from_env
 from pipelines.orchestration.sensors import landing_sensor
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, episode_catalog],
-    jobs=[*INGEST_JOBS, catalog_job],
+    assets=[*INGEST_ASSETS, episode_catalog, episode_exports],
+    jobs=[*INGEST_JOBS, catalog_job, export_specs_job, adhoc_export, expire_exports],
+    schedules=[export_specs_schedule, expire_exports_schedule],
     sensors=[landing_sensor, catalog_after_ingest],
-    resources=resources_from_env(),
+    resources=resources_from_env() | {"export_progress": ExportProgress()},
 )

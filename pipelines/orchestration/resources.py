@@ -10,6 +10,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
@@ -68,12 +70,30 @@ class ImportSettings(dg.ConfigurableResource):
         return templates.get(system)
 
 
+class ExportTarget(dg.ConfigurableResource):
+    """Where exports and their manifests go (``<url>/<id>/``), and the named specs file."""
+
+    url: str
+    #: YAML file of named export specs; empty for the samples shipped in pipelines/exports/.
+    specs_path: str = ""
+
+    def location(self) -> Location:
+        return Location.from_url(self.url)
+
+
+class ExportProgress:
+    """Where an export reports progress (rows written, total); the command line swaps in its own."""
+
+    def __init__(self, report: Callable[[int, int], None] | None = None) -> None:
+        self.report = report
+
+
 def _env(name: str) -> str:
     """The variable, resolved by Dagster at run launch when it is set; its default otherwise."""
     return dg.EnvVar(name) if name in os.environ else DEFAULTS[name]
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+def resources_from_env() -> dict[str, Any]:
     return {
         "landing": LandingZone(url=_env("MEMPORT_LANDING_URL")),
         "episode_store": EpisodeStoreResource(
@@ -81,5 +101,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         ),
         "import_settings": ImportSettings(
             tenant_id=_env("MEMPORT_TENANT_ID"), scope_templates=_env("MEMPORT_SCOPE_TEMPLATES")
+        ),
+        "export_target": ExportTarget(
+            url=_env("MEMPORT_EXPORTS_URL"), specs_path=_env("MEMPORT_EXPORT_SPECS")
         ),
     }

@@ -1,0 +1,1 @@
+"""Filtered exports of the episode store: request, selection, formats, lifecycle, re-import."""

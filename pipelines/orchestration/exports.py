@@ -1,0 +1,209 @@
+"""Exports in Dagster: the named specs as an asset on a schedule, ad-hoc exports with typed run
+config (the launchpad and ``memport export``), and the expiry schedule."""
+
+# No `from __future__ import annotations` here: Dagster reads these annotations at definition
+# time to inject the context and resources, and cannot resolve them from strings.
+
+import time
+from typing import Any
+
+import dagster as dg
+
+from pipelines.catalog import build_catalog
+from pipelines.exports import lifecycle
+from pipelines.exports.request import DEFAULT_TTL_HOURS, KNOWN_KEYS, ExportRequest
+from pipelines.exports.specs import load_specs
+from pipelines.orchestration.resources import (
+    EpisodeStoreResource,
+    ExportProgress,
+    ExportTarget,
+    ImportSettings,
+)
+
+EXPORT_GROUP = "exports"
+
+
+class ExportRunConfig(dg.Config):
+    """An ad-hoc export request: the same fields as a spec in the YAML file (see README)."""
+
+    format: str
+    tenant_id: str | None = None  # default: MEMPORT_TENANT_ID; '*' for every tenant
+    scope: str | None = None
+    namespace: str | None = None
+    types: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
+    source_system: str | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    priority: str | None = None
+    categories: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
+    tags: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
+    metadata: dict[str, Any] = {}  # noqa: RUF012 (pydantic copies defaults)
+    created_after: str | None = None
+    created_after_ms: int | None = None
+    created_before: str | None = None
+    created_before_ms: int | None = None
+    observed_start_us: int | None = None
+    observed_end_us: int | None = None
+    as_of: str | None = None
+    as_of_ms: int | None = None
+    include_superseded: bool = False
+    include_deleted: bool = False
+    destination: str | None = None
+    profile: str | None = None
+    compression: str | None = None
+    max_part_bytes: int | None = None
+    neutralize_formulas: bool = True
+    ttl_hours: float = DEFAULT_TTL_HOURS
+    name: str | None = None
+
+    def request(self, default_tenant: str) -> ExportRequest:
+        given = {k: v for k, v in self.model_dump().items() if v not in (None, [], {})}
+        if self.format != "csv" and self.neutralize_formulas:
+            given.pop("neutralize_formulas")
+        return ExportRequest.parse({"tenant_id": default_tenant} | given)
+
+
+assert set(ExportRunConfig.model_fields) == KNOWN_KEYS, "the launchpad config mirrors the request"
+
+
+def _metadata(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "export_id": dg.MetadataValue.text(m["id"]),
+        "status": dg.MetadataValue.text(m["status"]),
+        "dagster/row_count": dg.MetadataValue.int(m["rows"] or 0),
+        "destination": dg.MetadataValue.path(m["destination"]),
+        "files": dg.MetadataValue.json(m["files"]),
+        "bytes": dg.MetadataValue.int(sum(f["bytes"] for f in m["files"])),
+        "duration_s": dg.MetadataValue.float(m["duration_s"] or 0.0),
+        **({"error": dg.MetadataValue.text(m["error"])} if m["error"] else {}),
+    }
+
+
+def _logging_progress(context: Any, label: str, extra: ExportProgress) -> Any:
+    state = {"next": 0.0}
+
+    def report(rows: int, total: int) -> None:
+        if extra.report is not None:
+            extra.report(rows, total)
+        if time.monotonic() >= state["next"] or rows == total:
+            context.log.info(f"{label}: {rows:,} / {total:,} rows written")
+            state["next"] = time.monotonic() + 10
+
+    return report
+
+
+@dg.asset(
+    group_name=EXPORT_GROUP,
+    deps=["episode_catalog"],
+    kinds={"duckdb", "json", "csv"},
+    description=(
+        "Every named export spec (the YAML file at MEMPORT_EXPORT_SPECS; the samples shipped in "
+        "pipelines/exports/specs.yaml by default), each written to <MEMPORT_EXPORTS_URL>/<id>/ with "
+        "its manifest. The catalog is rebuilt afterwards so its `exports` view lists them."
+    ),
+)
+def episode_exports(
+    context: dg.AssetExecutionContext,
+    episode_store: EpisodeStoreResource,
+    export_target: ExportTarget,
+    import_settings: ImportSettings,
+    export_progress: dg.ResourceParam[ExportProgress],
+) -> dg.MaterializeResult:
+    requests = load_specs(export_target.specs_path, default_tenant=import_settings.tenant_id)
+    store, exports = episode_store.store(), export_target.location()
+    done = []
+    for request in requests:
+        m = lifecycle.export(
+            store, exports, request, progress=_logging_progress(context, str(request.name), export_progress)
+        )
+        context.log.info(f"export {request.name}: {m['status']} {m['rows']} rows → {m['destination']}")
+        done.append(m)
+    build_catalog(store, episode_store.catalog_path, exports=exports)
+    failed = [m for m in done if m["status"] != lifecycle.READY]
+    if failed:
+        raise dg.Failure(
+            f"{len(failed)} export spec(s) failed: "
+            + "; ".join(f"{m['name']}: {m['error']}" for m in failed),
+            metadata={"failed": dg.MetadataValue.json({m["name"]: m["error"] for m in failed})},
+        )
+    table = "| spec | id | format | rows | files |\n|---|---|---|---|---|\n" + "".join(
+        f"| {m['name']} | {m['id']} | {m['format']}{'/' + m['profile'] if m['profile'] else ''} | "
+        f"{m['rows']:,} | {', '.join(f['name'] for f in m['files'])} |\n"
+        for m in done
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(sum(m["rows"] for m in done)),
+            "exports": dg.MetadataValue.md(table),
+            "export_ids": dg.MetadataValue.json({m["name"]: m["id"] for m in done}),
+            "exports_url": dg.MetadataValue.path(exports.url()),
+        }
+    )
+
+
+@dg.op(description="Run one export request (typed run config) and refresh the catalog's exports view.")
+def run_export(
+    context: dg.OpExecutionContext,
+    config: ExportRunConfig,
+    episode_store: EpisodeStoreResource,
+    export_target: ExportTarget,
+    import_settings: ImportSettings,
+    export_progress: dg.ResourceParam[ExportProgress],
+) -> dg.Output[str]:
+    request = config.request(import_settings.tenant_id)
+    store, exports = episode_store.store(), export_target.location()
+    pending = lifecycle.submit(exports, request)
+    context.log.info(f"export {pending['id']}: PENDING → {pending['destination']}")
+    m = lifecycle.run(
+        store, exports, pending, progress=_logging_progress(context, pending["id"], export_progress)
+    )
+    build_catalog(store, episode_store.catalog_path, exports=exports)
+    if m["status"] != lifecycle.READY:
+        raise dg.Failure(f"export {m['id']} FAILED: {m['error']}", metadata=_metadata(m))
+    return dg.Output(m["id"], metadata=_metadata(m))
+
+
+@dg.job(description="An ad-hoc export: fill in the request in the launchpad (format, filters, destination).")
+def adhoc_export() -> None:
+    run_export()
+
+
+@dg.op(description="Delete the files of exports past their time-to-live and mark them EXPIRED.")
+def expire_old_exports(
+    context: dg.OpExecutionContext, episode_store: EpisodeStoreResource, export_target: ExportTarget
+) -> dg.Output[list[str]]:
+    exports = export_target.location()
+    expired = lifecycle.expire(exports)
+    if expired:
+        build_catalog(episode_store.store(), episode_store.catalog_path, exports=exports)
+    context.log.info(f"expired {len(expired)} export(s)")
+    return dg.Output(expired, metadata={"expired": dg.MetadataValue.int(len(expired))})
+
+
+@dg.job(description="Expire exports past their time-to-live (files deleted, manifest kept as EXPIRED).")
+def expire_exports() -> None:
+    expire_old_exports()
+
+
+export_specs_job = dg.define_asset_job(
+    "export_specs",
+    selection=dg.AssetSelection.assets(episode_exports),
+    description="Materialize every named export spec.",
+)
+
+export_specs_schedule = dg.ScheduleDefinition(
+    name="export_specs_schedule",
+    job=export_specs_job,
+    cron_schedule="0 6 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 06:00 UTC: every named export spec.",
+)
+
+expire_exports_schedule = dg.ScheduleDefinition(
+    name="expire_exports_schedule",
+    job=expire_exports,
+    cron_schedule="15 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: expire exports past their time-to-live.",
+)

@@ -1,0 +1,46 @@
+"""``memport export`` and ``memport export-status``: the command line over the adhoc_export job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines import cli
+from pipelines.store import EpisodeStore
+from tests.export_fixtures import build_store
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    build_store(EpisodeStore.from_url(str(tmp_path / "store")))
+    for name, value in {
+        "MEMPORT_STORE_URL": str(tmp_path / "store"),
+        "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
+        "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
+        "MEMPORT_TENANT_ID": "acme",
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_export_then_status(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["export", "csv", "--scope", "org:acme", "--type", "message", "--set", "session_id=s1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "exporting: 1 / 1 rows (100%)" in out.err  # the progress line
+    export_id = out.out.split()[1].rstrip(":")
+    assert "READY, 1 rows" in out.out
+    assert cli.main(["export-status", export_id]) == 0
+    assert export_id in capsys.readouterr().out
+    assert cli.main(["sql", "SELECT id, status FROM exports"]) == 0
+    assert export_id in capsys.readouterr().out
+
+
+def test_errors_are_clear(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", "json", "--created-after", "yesterday"]) == 2
+    assert "field 'created_after'" in capsys.readouterr().err
+    assert cli.main(["export-status", "exp-missing"]) == 1
+    assert "ExportNotFoundError" in capsys.readouterr().err
