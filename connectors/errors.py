@@ -28,3 +28,7 @@ class DumpFormatError(MemportError):
 
 class StoreError(MemportError):
     """The episode store is missing, inconsistent, or could not be written."""
+
+
+class BackupError(StoreError):
+    """A snapshot could not be taken, or a backup is missing, corrupt, or cannot be restored."""

@@ -6,8 +6,9 @@ store as it was (their handle still points at the old file, and the data files i
 until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
 
 Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
-``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition), and the
-table macro ``episodes_as_of(ts)`` for bi-temporal questions.
+``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition),
+``snapshots`` (the backups, see ``pipelines.backups``), and the table macro
+``episodes_as_of(ts)`` for bi-temporal questions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import duckdb
 import polars as pl
 
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from pipelines.backups import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.locations import Location
 from pipelines.store import EpisodeStore, dump_relpath
 
@@ -108,8 +110,13 @@ def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame
     return pl.DataFrame(rows, schema=schema).sort("started_at", descending=True)
 
 
-def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSummary:
-    """Write a fresh catalog for the store's live partitions and swap it in atomically."""
+def build_catalog(
+    store: EpisodeStore, catalog_path: str | Path, *, backup: Location | None = None
+) -> CatalogSummary:
+    """Write a fresh catalog for the store's live partitions and swap it in atomically.
+
+    With ``backup``, the ``snapshots`` view lists its snapshots (empty without).
+    """
     target = Path(catalog_path).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     manifests = list(store.manifests())
@@ -142,6 +149,7 @@ def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSumma
             con.register("import_rows", _imports_frame(manifests))
             con.execute("CREATE TABLE imports AS SELECT * FROM import_rows")
             con.unregister("import_rows")
+            _snapshots_table(con, backup)
             con.execute(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],
@@ -154,6 +162,13 @@ def build_catalog(store: EpisodeStore, catalog_path: str | Path) -> CatalogSumma
     finally:
         tmp.unlink(missing_ok=True)
     return CatalogSummary(target, len(live), len(episode_files), *counts)
+
+
+def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) -> None:
+    frame = snapshots_frame(backup) if backup else pl.DataFrame(schema=SNAPSHOTS_SCHEMA)
+    con.register("snapshot_rows", frame)
+    con.execute("CREATE TABLE snapshots AS SELECT * FROM snapshot_rows")
+    con.unregister("snapshot_rows")
 
 
 def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
