@@ -11,6 +11,10 @@ DEFAULTS = {
     "MEMPORT_CATALOG_PATH": "data/episodes.duckdb",
     "MEMPORT_TENANT_ID": "default",
     "MEMPORT_SCOPE_TEMPLATES": "",
+    # backups (pipelines.backups): where snapshots go, and how many retention keeps
+    "MEMPORT_BACKUP_URL": "data/backups",
+    "MEMPORT_KEEP_DAILY": "7",
+    "MEMPORT_KEEP_MONTHLY": "12",
 }
 
 

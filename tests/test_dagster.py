@@ -12,13 +12,21 @@ from connectors import registry
 from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
-from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+from pipelines.orchestration.resources import (
+    BackupResource,
+    EpisodeStoreResource,
+    ImportSettings,
+    LandingZone,
+)
 from tests.conftest import FIXTURES, put
 
 
 def test_definitions_load() -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {"episode_catalog"}
+    assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {
+        "episode_catalog",
+        "store_snapshot",
+    }
     for name in [f"ingest_{system}" for system in registry.CONNECTORS] + ["refresh_catalog"]:
         assert defs.resolve_job_def(name) is not None
     assert defs.resolve_sensor_def("landing_sensor") is not None
@@ -59,6 +67,7 @@ def resources(tmp_path: Path, backend: str) -> dict[str, dg.ConfigurableResource
         "import_settings": ImportSettings(
             tenant_id="acme", scope_templates='{"mem0": "org:acme/user:{user_id}"}'
         ),
+        "backup": BackupResource(url=f"{backend}/backups"),
     }
 
 

@@ -14,7 +14,12 @@ from connectors.schema import SKIP_REASONS
 from pipelines.catalog import build_catalog
 from pipelines.ingest import ingest_dump
 from pipelines.orchestration.partitions import dumps_partitions
-from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+from pipelines.orchestration.resources import (
+    BackupResource,
+    EpisodeStoreResource,
+    ImportSettings,
+    LandingZone,
+)
 from pipelines.store import ImportResult
 
 #: Above this share of rejected records, the reject-rate check warns.
@@ -152,17 +157,17 @@ INGEST_ASSETS = [build_ingest_asset(c) for c in registry.CONNECTORS.values()]
     deps=[a.key for a in INGEST_ASSETS],
     kinds={"duckdb"},
     description=(
-        "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports and the "
+        "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports, snapshots and the "
         "macro episodes_as_of(ts) over the store's live files. Rebuilt in a new file and swapped "
         "in atomically, so open analyst sessions never block it. Also vacuums data files that no "
         "live partition names, after the grace period."
     ),
 )
 def episode_catalog(
-    context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource
+    context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource, backup: BackupResource
 ) -> dg.MaterializeResult:
     store = episode_store.store()
-    summary = build_catalog(store, episode_store.catalog_path)
+    summary = build_catalog(store, episode_store.catalog_path, backup=backup.location())
     removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
     context.log.info(
         f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"
