@@ -258,6 +258,8 @@ def take_snapshot(
         "files": entries,
     }
     path = manifest_path(backup, day)
+    if backup.fs.exists(check_path(backup, day)):  # a verdict on the replaced manifest is void
+        backup.fs.rm(check_path(backup, day))
     backup.write_atomic(path, json.dumps(manifest, indent=1).encode())
     totals = manifest["totals"]
     return SnapshotResult(
