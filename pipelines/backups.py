@@ -239,29 +239,30 @@ def take_snapshot(
         entries.append({**f, "sha256": sha256})
     episodes = [f for f in entries if f["kind"] == "episodes"]
     rejects = [f for f in entries if f["kind"] == "rejects"]
-    manifest = {
+    totals = {
+        "files": len(entries),
+        "bytes": sum(f["bytes"] for f in entries),
+        "episode_rows": sum(f["rows"] for f in episodes),
+        "reject_rows": sum(f["rows"] for f in rejects),
+        "imports": len(manifests),
+    }
+    duration_s = round(time.perf_counter() - clock, 3)
+    manifest: dict[str, Any] = {
         "snapshot_version": SNAPSHOT_VERSION,
         "day": day,
         "as_of": min(end, now).isoformat(),
         "taken_at": now.isoformat(),
         "store_url": store.location.url(),
         "store_root": store.location.root,
-        "totals": {
-            "files": len(entries),
-            "bytes": sum(f["bytes"] for f in entries),
-            "episode_rows": sum(f["rows"] for f in episodes),
-            "reject_rows": sum(f["rows"] for f in rejects),
-            "imports": len(manifests),
-        },
+        "totals": totals,
         "copied": {"files": copied_files, "bytes": copied_bytes},
-        "duration_s": round(time.perf_counter() - clock, 3),
+        "duration_s": duration_s,
         "files": entries,
     }
     path = manifest_path(backup, day)
     if backup.fs.exists(check_path(backup, day)):  # a verdict on the replaced manifest is void
         backup.fs.rm(check_path(backup, day))
     backup.write_atomic(path, json.dumps(manifest, indent=1).encode())
-    totals = manifest["totals"]
     return SnapshotResult(
         day=day,
         path=backup.uri(path),
@@ -270,7 +271,7 @@ def take_snapshot(
         bytes=totals["bytes"],
         copied_files=copied_files,
         copied_bytes=copied_bytes,
-        duration_s=manifest["duration_s"],
+        duration_s=duration_s,
     )
 
 

@@ -179,8 +179,12 @@ def catalog_after_snapshot(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"catalog-after-{context.dagster_run.run_id}")
 
 
-BACKUP_ASSETS = [store_snapshot]
-BACKUP_CHECKS = [snapshot_restorable]
-BACKUP_JOBS = [snapshot_job, restore_store, prune_backups]
-BACKUP_SCHEDULES = [daily_snapshot, daily_prune]
-BACKUP_SENSORS = [catalog_after_snapshot]
+BACKUP_ASSETS: list[dg.AssetsDefinition] = [store_snapshot]
+BACKUP_CHECKS: list[dg.AssetChecksDefinition] = [snapshot_restorable]
+BACKUP_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
+    snapshot_job,
+    restore_store,
+    prune_backups,
+]
+BACKUP_SCHEDULES: list[dg.ScheduleDefinition] = [daily_snapshot, daily_prune]
+BACKUP_SENSORS: list[dg.SensorDefinition] = [catalog_after_snapshot]

@@ -89,7 +89,7 @@ class BackupResource(dg.ConfigurableResource):
 
 
 def _env_int(name: str) -> int:
-    return dg.EnvVar.int(name) if name in os.environ else int(DEFAULTS[name])  # type: ignore[return-value]
+    return dg.EnvVar.int(name) if name in os.environ else int(DEFAULTS[name])
 
 
 def backup_resource_from_env() -> BackupResource:
