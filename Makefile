@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
-.PHONY: run test test-all bench dev lint typecheck clean
+.PHONY: run test test-all bench bench-backup dev lint typecheck clean
 
 # uv lives in its own small venv, installed by pip: nothing is installed by hand.
 $(UV):
@@ -34,6 +34,10 @@ test-all: $(VENV)/.synced
 bench: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.ingest_bench
 
+## bench-backup: first snapshot, no-change snapshot and full restore of a 1,000,000-episode store
+bench-backup: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.backup_bench
+
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 dev: $(VENV)/.synced
 	mkdir -p $(DAGSTER_HOME)
@@ -47,4 +51,4 @@ typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster
+	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster data/backups
