@@ -181,10 +181,7 @@ def catalog_after_snapshot(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 
 BACKUP_ASSETS: list[dg.AssetsDefinition] = [store_snapshot]
 BACKUP_CHECKS: list[dg.AssetChecksDefinition] = [snapshot_restorable]
-BACKUP_JOBS: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
-    snapshot_job,
-    restore_store,
-    prune_backups,
-]
+BACKUP_JOBS = [snapshot_job]
+BACKUP_OP_JOBS = [restore_store, prune_backups]
 BACKUP_SCHEDULES: list[dg.ScheduleDefinition] = [daily_snapshot, daily_prune]
 BACKUP_SENSORS: list[dg.SensorDefinition] = [catalog_after_snapshot]

@@ -9,6 +9,7 @@ from pipelines.orchestration.backups import (
     BACKUP_ASSETS,
     BACKUP_CHECKS,
     BACKUP_JOBS,
+    BACKUP_OP_JOBS,
     BACKUP_SCHEDULES,
     BACKUP_SENSORS,
 )
@@ -19,7 +20,7 @@ from pipelines.orchestration.sensors import landing_sensor
 defs = dg.Definitions(
     assets=[*INGEST_ASSETS, episode_catalog, *BACKUP_ASSETS],
     asset_checks=BACKUP_CHECKS,
-    jobs=[*INGEST_JOBS, catalog_job, *BACKUP_JOBS],
+    jobs=[*INGEST_JOBS, catalog_job, *BACKUP_JOBS, *BACKUP_OP_JOBS],
     schedules=BACKUP_SCHEDULES,
     sensors=[landing_sensor, catalog_after_ingest, *BACKUP_SENSORS],
     resources=resources_from_env(),
