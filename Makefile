@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
-.PHONY: run test test-all bench bench-ingest bench-export bench-openai bench-zep dev lint typecheck clean
+.PHONY: run test test-all bench bench-ingest bench-export bench-openai bench-zep bench-backup dev lint typecheck clean
 
 # uv lives in its own small venv, installed by pip: nothing is installed by hand.
 $(UV):
@@ -31,7 +31,7 @@ test-all: $(VENV)/.synced
 	$(VENV)/bin/pytest -n 2 -m "not bench"
 
 ## bench: every benchmark (each prints its figures and PASS/FAIL against its targets)
-bench: bench-ingest bench-export bench-openai bench-zep
+bench: bench-ingest bench-export bench-openai bench-zep bench-backup
 
 ## bench-ingest: Mem0 ingest against the DuckDB floor (N=1000000 by default; BENCH_N=... to change)
 bench-ingest: $(VENV)/.synced
@@ -49,6 +49,10 @@ bench-zep: $(VENV)/.synced
 bench-export: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.export_bench
 
+## bench-backup: first snapshot, no-change snapshot and full restore of a 1,000,000-episode store
+bench-backup: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.backup_bench
+
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 dev: $(VENV)/.synced
 	mkdir -p $(DAGSTER_HOME)
@@ -62,4 +66,4 @@ typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster data/exports
+	rm -rf $(VENV) $(TOOLS) data/store data/episodes.duckdb data/dagster data/exports data/backups

@@ -60,3 +60,7 @@ class ExportFailedError(ExportError):
 
 class ExportExpiredError(ExportError):
     """The export's time-to-live passed and its files were deleted (HTTP-like 410)."""
+
+
+class BackupError(StoreError):
+    """A snapshot could not be taken, or a backup is missing, corrupt, or cannot be restored."""

@@ -7,7 +7,8 @@ until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
 
 Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
 ``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition),
-``exports`` (every export from its manifest, newest first), and the table macro
+``exports`` (every export from its manifest, newest first), ``snapshots`` (the backups, see
+``pipelines.backups``), and the table macro
 ``episodes_as_of(ts)`` for bi-temporal questions.
 """
 
@@ -25,6 +26,7 @@ import duckdb
 import polars as pl
 
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from pipelines.backups import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.locations import Location
 from pipelines.store import EpisodeStore, dump_relpath
 
@@ -157,11 +159,16 @@ def _exports_frame(exports: Location | None) -> pl.DataFrame:
 
 
 def build_catalog(
-    store: EpisodeStore, catalog_path: str | Path, *, exports: Location | None = None
+    store: EpisodeStore,
+    catalog_path: str | Path,
+    *,
+    exports: Location | None = None,
+    backup: Location | None = None,
 ) -> CatalogSummary:
     """Write a fresh catalog for the store's live partitions and swap it in atomically.
 
-    ``exports``: where export manifests are, for the ``exports`` view (empty without it).
+    ``exports``: where export manifests are, for the ``exports`` view; ``backup``: where snapshots
+    are, for the ``snapshots`` view (each empty without).
     """
     target = Path(catalog_path).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +206,7 @@ def build_catalog(
             con.execute("CREATE TABLE _exports AS SELECT * FROM export_rows")
             con.unregister("export_rows")
             con.execute("CREATE VIEW exports AS SELECT * FROM _exports ORDER BY created_at DESC, id DESC")
+            _snapshots_table(con, backup)
             con.execute(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],
@@ -211,6 +219,13 @@ def build_catalog(
     finally:
         tmp.unlink(missing_ok=True)
     return CatalogSummary(target, len(live), len(episode_files), *counts)
+
+
+def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) -> None:
+    frame = snapshots_frame(backup) if backup else pl.DataFrame(schema=SNAPSHOTS_SCHEMA)
+    con.register("snapshot_rows", frame)
+    con.execute("CREATE TABLE snapshots AS SELECT * FROM snapshot_rows")
+    con.unregister("snapshot_rows")
 
 
 def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -21,6 +21,7 @@ from typing import Any
 import dotenv
 import polars as pl
 
+from pipelines.backup_cli import add_commands, snapshot_in_dagster
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
@@ -84,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         print("done" if exported.success else "FAILED")
         if not exported.success:
             failures.append(f"export specs: {_first_error(exported)}")
+        if snapshot_in_dagster(instance):  # the main job ends with today's snapshot
+            failures.append("today's snapshot (see above)")
     catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
     with connect(catalog_path) as con:
         per_system = con.sql(
@@ -119,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
     if failures:
-        print("\nThese dumps failed and were not stored:", *failures, sep="\n  ")
+        print("\nThese failed:", *failures, sep="\n  ")
         return 1
     return 0
 
@@ -301,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     sql.set_defaults(func=_sql)
     _add_export_parser(sub)
+    add_commands(sub)
     args = parser.parse_args(argv)
     _load_env()
     return int(args.func(args))

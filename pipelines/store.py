@@ -282,7 +282,7 @@ class EpisodeStore:
             dups = con.sql(
                 f"""
                 SELECT dump_record, first_value(dump_record) OVER w AS kept
-                FROM read_parquet({paths!r})
+                FROM read_parquet({paths!r}, hive_partitioning = false)
                 WINDOW w AS (PARTITION BY idempotency_key
                              ORDER BY coalesce(updated_at, created_at, observed_at) DESC NULLS LAST,
                                       dump_record)

@@ -14,6 +14,7 @@ from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import (
+    BackupResource,
     EpisodeStoreResource,
     ExportProgress,
     ExportTarget,
@@ -28,6 +29,7 @@ def test_definitions_load() -> None:
     assert keys == {f"{system}_episodes" for system in registry.CONNECTORS} | {
         "episode_catalog",
         "episode_exports",
+        "store_snapshot",
     }
     for name in [f"ingest_{system}" for system in registry.CONNECTORS] + ["refresh_catalog"]:
         assert defs.resolve_job_def(name) is not None
@@ -71,6 +73,7 @@ def resources(tmp_path: Path, backend: str) -> dict[str, Any]:
         "import_settings": ImportSettings(
             tenant_id="acme", scope_templates='{"mem0": "org:acme/user:{user_id}"}'
         ),
+        "backup": BackupResource(url=f"{backend}/backups"),
     }
 
 

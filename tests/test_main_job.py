@@ -29,6 +29,7 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
             "MEMPORT_TENANT_ID": "default",
             "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
             "MEMPORT_EXPORT_SPECS": "",
+            "MEMPORT_BACKUP_URL": str(tmp_path / "backups"),
             "DAGSTER_HOME": str(tmp_path / "dagster"),
         }
     )
@@ -64,3 +65,11 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
         assert Path(destination).parent == tmp_path / "exports"
         assert (Path(destination) / "manifest.json").exists()
     assert str(tmp_path / "exports") in out.stdout
+
+    # the main job ends with today's snapshot, proven restorable and listed in the catalog
+    with duckdb.connect(str(tmp_path / "episodes.duckdb"), read_only=True) as con:
+        snapshots = con.sql("SELECT rows, check_passed, manifest FROM snapshots").fetchall()
+        episodes = con.sql("SELECT count(*) FROM episode_log").fetchall()[0][0]
+    assert [(rows, passed) for rows, passed, _ in snapshots] == [(episodes, True)]
+    assert Path(snapshots[0][2]).is_file() and str(tmp_path / "backups") in snapshots[0][2]
+    assert "snapshot " in out.stdout and "restore check passed" in out.stdout

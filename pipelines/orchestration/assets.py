@@ -15,6 +15,7 @@ from pipelines.catalog import build_catalog
 from pipelines.ingest import ingest_dump
 from pipelines.orchestration.partitions import dumps_partitions
 from pipelines.orchestration.resources import (
+    BackupResource,
     EpisodeStoreResource,
     ExportTarget,
     ImportSettings,
@@ -157,17 +158,23 @@ INGEST_ASSETS = [build_ingest_asset(c) for c in registry.CONNECTORS.values()]
     deps=[a.key for a in INGEST_ASSETS],
     kinds={"duckdb"},
     description=(
-        "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports, exports and the "
+        "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports, exports, "
+        "snapshots and the "
         "macro episodes_as_of(ts) over the store's live files. Rebuilt in a new file and swapped "
         "in atomically, so open analyst sessions never block it. Also vacuums data files that no "
         "live partition names, after the grace period."
     ),
 )
 def episode_catalog(
-    context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource, export_target: ExportTarget
+    context: dg.AssetExecutionContext,
+    episode_store: EpisodeStoreResource,
+    export_target: ExportTarget,
+    backup: BackupResource,
 ) -> dg.MaterializeResult:
     store = episode_store.store()
-    summary = build_catalog(store, episode_store.catalog_path, exports=export_target.location())
+    summary = build_catalog(
+        store, episode_store.catalog_path, exports=export_target.location(), backup=backup.location()
+    )
     removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
     context.log.info(
         f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"

@@ -5,6 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
+from pipelines.orchestration.backups import (
+    BACKUP_ASSETS,
+    BACKUP_CHECKS,
+    BACKUP_JOBS,
+    BACKUP_OP_JOBS,
+    BACKUP_SCHEDULES,
+    BACKUP_SENSORS,
+)
 from pipelines.orchestration.exports import (
     adhoc_export,
     episode_exports,
@@ -18,9 +26,18 @@ from pipelines.orchestration.resources import ExportProgress, resources_from_env
 from pipelines.orchestration.sensors import landing_sensor
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, episode_catalog, episode_exports],
-    jobs=[*INGEST_JOBS, catalog_job, export_specs_job, adhoc_export, expire_exports],
-    schedules=[export_specs_schedule, expire_exports_schedule],
-    sensors=[landing_sensor, catalog_after_ingest],
+    assets=[*INGEST_ASSETS, episode_catalog, episode_exports, *BACKUP_ASSETS],
+    asset_checks=BACKUP_CHECKS,
+    jobs=[
+        *INGEST_JOBS,
+        catalog_job,
+        export_specs_job,
+        adhoc_export,
+        expire_exports,
+        *BACKUP_JOBS,
+        *BACKUP_OP_JOBS,
+    ],
+    schedules=[export_specs_schedule, expire_exports_schedule, *BACKUP_SCHEDULES],
+    sensors=[landing_sensor, catalog_after_ingest, *BACKUP_SENSORS],
     resources=resources_from_env() | {"export_progress": ExportProgress()},
 )

@@ -14,6 +14,7 @@ from pipelines.exports import lifecycle
 from pipelines.exports.request import DEFAULT_TTL_HOURS, KNOWN_KEYS, ExportRequest
 from pipelines.exports.specs import load_specs
 from pipelines.orchestration.resources import (
+    BackupResource,
     EpisodeStoreResource,
     ExportProgress,
     ExportTarget,
@@ -109,6 +110,7 @@ def episode_exports(
     export_target: ExportTarget,
     import_settings: ImportSettings,
     export_progress: dg.ResourceParam[ExportProgress],
+    backup: BackupResource,
 ) -> dg.MaterializeResult:
     requests = load_specs(export_target.specs_path, default_tenant=import_settings.tenant_id)
     store, exports = episode_store.store(), export_target.location()
@@ -119,7 +121,7 @@ def episode_exports(
         )
         context.log.info(f"export {request.name}: {m['status']} {m['rows']} rows → {m['destination']}")
         done.append(m)
-    build_catalog(store, episode_store.catalog_path, exports=exports)
+    build_catalog(store, episode_store.catalog_path, exports=exports, backup=backup.location())
     failed = [m for m in done if m["status"] != lifecycle.READY]
     if failed:
         raise dg.Failure(
@@ -150,6 +152,7 @@ def run_export(
     export_target: ExportTarget,
     import_settings: ImportSettings,
     export_progress: dg.ResourceParam[ExportProgress],
+    backup: BackupResource,
 ) -> dg.Output[str]:
     request = config.request(import_settings.tenant_id)
     store, exports = episode_store.store(), export_target.location()
@@ -158,7 +161,7 @@ def run_export(
     m = lifecycle.run(
         store, exports, pending, progress=_logging_progress(context, pending["id"], export_progress)
     )
-    build_catalog(store, episode_store.catalog_path, exports=exports)
+    build_catalog(store, episode_store.catalog_path, exports=exports, backup=backup.location())
     if m["status"] != lifecycle.READY:
         raise dg.Failure(f"export {m['id']} FAILED: {m['error']}", metadata=_metadata(m))
     return dg.Output(m["id"], metadata=_metadata(m))
@@ -171,12 +174,17 @@ def adhoc_export() -> None:
 
 @dg.op(description="Delete the files of exports past their time-to-live and mark them EXPIRED.")
 def expire_old_exports(
-    context: dg.OpExecutionContext, episode_store: EpisodeStoreResource, export_target: ExportTarget
+    context: dg.OpExecutionContext,
+    episode_store: EpisodeStoreResource,
+    export_target: ExportTarget,
+    backup: BackupResource,
 ) -> dg.Output[list[str]]:
     exports = export_target.location()
     expired = lifecycle.expire(exports)
     if expired:
-        build_catalog(episode_store.store(), episode_store.catalog_path, exports=exports)
+        build_catalog(
+            episode_store.store(), episode_store.catalog_path, exports=exports, backup=backup.location()
+        )
     context.log.info(f"expired {len(expired)} export(s)")
     return dg.Output(expired, metadata={"expired": dg.MetadataValue.int(len(expired))})
 

@@ -105,4 +105,28 @@ def resources_from_env() -> dict[str, Any]:
         "export_target": ExportTarget(
             url=_env("MEMPORT_EXPORTS_URL"), specs_path=_env("MEMPORT_EXPORT_SPECS")
         ),
+        "backup": backup_resource_from_env(),
     }
+
+
+class BackupResource(dg.ConfigurableResource):
+    """Where snapshots of the store go (any fsspec URL), and how many retention keeps."""
+
+    url: str
+    keep_daily: int = 7
+    keep_monthly: int = 12
+
+    def location(self) -> Location:
+        return Location.from_url(self.url)
+
+
+def _env_int(name: str) -> int:
+    return dg.EnvVar.int(name) if name in os.environ else int(DEFAULTS[name])
+
+
+def backup_resource_from_env() -> BackupResource:
+    return BackupResource(
+        url=_env("MEMPORT_BACKUP_URL"),
+        keep_daily=_env_int("MEMPORT_KEEP_DAILY"),
+        keep_monthly=_env_int("MEMPORT_KEEP_MONTHLY"),
+    )

@@ -1,0 +1,151 @@
+"""``memport snapshot | restore | prune | migrate``: backups from the command line.
+
+``snapshot`` runs the same Dagster job as the daily schedule (snapshot asset + restore check), so
+the run shows in the UI; ``restore`` and ``migrate`` are plain Python, since they must work when
+the Dagster instance is gone with the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.errors import MemportError
+from pipelines.settings import setting
+
+#: Dagster's console logger at WARNING: the command prints its own lines.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """memport's own errors say what went wrong and what to do: print them, not a traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except MemportError as exc:
+            print(f"memport {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
+    """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog."""
+    from pipelines.backups import manifest_path, read_check, read_manifest
+    from pipelines.locations import Location
+    from pipelines.orchestration.definitions import defs
+
+    day = day or datetime.now(UTC).date().isoformat()
+    result = defs.resolve_job_def("snapshot_store").execute_in_process(
+        instance=instance, partition_key=day, raise_on_error=False, run_config=_QUIET
+    )
+    backup = Location.from_url(setting("MEMPORT_BACKUP_URL"))
+    if not result.success:
+        print(f"snapshot {day} FAILED (see the run in the Dagster UI)")
+        return 1
+    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=instance, run_config=_QUIET)
+    m, check = read_manifest(backup, day), read_check(backup, day)
+    verdict = "restore check passed" if check and check["passed"] else "restore check FAILED"
+    print(
+        f"snapshot {day}: {m['totals']['files']} files, {m['totals']['episode_rows']:,} episodes, "
+        f"{m['totals']['bytes']:,} bytes ({m['copied']['bytes']:,} bytes copied); {verdict}"
+    )
+    print(f"  backup        : {backup.uri(manifest_path(backup, day))}  (catalog view: snapshots)")
+    return 0 if check and check["passed"] else 1
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return snapshot_in_dagster(instance, args.day)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from pipelines.locations import Location
+    from pipelines.restore import restore
+    from pipelines.store import EpisodeStore
+
+    result = restore(
+        Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL")),
+        args.day,
+        EpisodeStore.from_url(args.store),
+        args.catalog,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"restored snapshot {result.day} into {result.store_url}: {result.files} files, "
+        f"{result.bytes:,} bytes, {result.episodes:,} episode versions, every sha256 verified, "
+        f"in {result.duration_s} s"
+    )
+    print(f"  catalog       : {result.catalog_path}")
+    if result.removed:
+        print(f"  removed {result.removed} file(s) the snapshot does not have (--overwrite)")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from pipelines.locations import Location
+    from pipelines.retention import prune
+
+    result = prune(
+        Location.from_url(setting("MEMPORT_BACKUP_URL")),
+        keep_daily=int(setting("MEMPORT_KEEP_DAILY")),
+        keep_monthly=int(setting("MEMPORT_KEEP_MONTHLY")),
+        dry_run=args.dry_run,
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"kept {len(result.kept_days)} snapshot(s): {', '.join(result.kept_days) or '-'}")
+    print(f"{verb} {len(result.deleted_days)} snapshot(s): {', '.join(result.deleted_days) or '-'}")
+    print(f"{verb} {len(result.deleted_objects)} object(s), {result.deleted_bytes:,} bytes")
+    for path in result.deleted_objects if args.dry_run else []:
+        print(f"  {path}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Snapshot the configured store as of now, then restore that snapshot at the new place."""
+    from pipelines.backups import take_snapshot
+    from pipelines.locations import Location
+    from pipelines.restore import restore
+    from pipelines.store import EpisodeStore
+
+    backup = Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL"))
+    day = datetime.now(UTC).date().isoformat()
+    snap = take_snapshot(EpisodeStore.from_url(setting("MEMPORT_STORE_URL")), backup, day)
+    print(f"snapshot {day}: {snap.files} files, {snap.bytes:,} bytes ({snap.copied_bytes:,} copied)")
+    result = restore(backup, day, EpisodeStore.from_url(args.store), args.catalog, overwrite=args.overwrite)
+    print(
+        f"restored into {result.store_url} ({result.episodes:,} episode versions), "
+        f"catalog {result.catalog_path}"
+    )
+    print("Point MEMPORT_STORE_URL and MEMPORT_CATALOG_PATH at the new place to use it.")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add the backup commands to ``memport``'s sub-command parser."""
+    snap = sub.add_parser("snapshot", help="snapshot the store into MEMPORT_BACKUP_URL, prove it restorable")
+    snap.add_argument("--day", help="YYYY-MM-DD: the store as of the end of that day (default today)")
+    snap.set_defaults(func=_friendly(_snapshot))
+    for name, func, text in (
+        ("restore", _restore, "rebuild a store and catalog from a snapshot (every sha256 verified first)"),
+        ("migrate", _migrate, "move the store elsewhere: snapshot now, then restore it at --store"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        if name == "restore":
+            cmd.add_argument("--day", default="latest", help="YYYY-MM-DD or latest (default)")
+        cmd.add_argument("--store", required=True, help="target store URL (path, s3://…, gs://…)")
+        cmd.add_argument("--catalog", required=True, help="target catalog file (DuckDB)")
+        cmd.add_argument("--overwrite", action="store_true", help="replace a non-empty target store")
+        cmd.add_argument("--backup", help="backup URL (default MEMPORT_BACKUP_URL)")
+        cmd.set_defaults(func=_friendly(func))
+    prune = sub.add_parser("prune", help="apply backup retention (MEMPORT_KEEP_DAILY / _MONTHLY)")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    prune.set_defaults(func=_friendly(_prune))
