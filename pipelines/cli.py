@@ -105,8 +105,13 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     print(f"  episode store : {store_url}  (Parquet, one partition per dump)")
-    print(f"  catalog       : {catalog_path}  (DuckDB: episodes, episode_log, rejects, imports, exports)")
+    print(
+        f"  catalog       : {catalog_path}  "
+        "(DuckDB: episodes, episode_log, rejects, imports, exports, snapshots)"
+    )
     print(f"  exports       : {exports_url}/<id>/  (files + manifest.json; the catalog's exports view)")
+    backup_url = Location.from_url(setting("MEMPORT_BACKUP_URL")).url()
+    print(f"  backups       : {backup_url}/snapshots/date=<day>/  (today's taken; the snapshots view)")
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=50):
         print(per_system)
         if rejects.height:
