@@ -265,6 +265,35 @@ def _export_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_export(args: argparse.Namespace) -> int:
+    """Import a READY export (json, ndjson, csv) into another memport store: the second half of a
+    migration by export + import."""
+    from connectors.errors import ExportError
+    from pipelines.catalog import build_catalog
+    from pipelines.exports import lifecycle
+    from pipelines.exports.reimport import import_export
+    from pipelines.locations import Location
+    from pipelines.store import EpisodeStore
+
+    exports = Location.from_url(args.exports or setting("MEMPORT_EXPORTS_URL"))
+    try:
+        m = lifecycle.ready(exports, args.id)
+    except ExportError as exc:
+        print(f"memport import-export: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    target = EpisodeStore.from_url(args.store)
+    for result in import_export(target, m):
+        c = result.counts
+        print(
+            f"imported {result.manifest['dump_uri']}: {c['accepted']:,} episodes, {c['rejected']:,} rejected"
+        )
+    if args.catalog:
+        summary = build_catalog(target, args.catalog)
+        print(f"catalog {summary.path}: {summary.episodes:,} episodes")
+    print(f"store {target.location.url()} now holds export {m['id']} ({m['rows']:,} rows)")
+    return 0
+
+
 def _add_export_parser(sub: Any) -> None:
     from pipelines.exports.request import COMPRESSIONS, FORMATS, PROFILES
 
@@ -296,6 +325,15 @@ def _add_export_parser(sub: Any) -> None:
     status = sub.add_parser("export-status", help="an export's state and files (errors if not ready)")
     status.add_argument("id")
     status.set_defaults(func=_export_status)
+    imp = sub.add_parser(
+        "import-export",
+        help="import a READY json/ndjson/csv export into another memport store (migration)",
+    )
+    imp.add_argument("id", help="the export's id")
+    imp.add_argument("--store", required=True, help="the target store URL (any fsspec URL)")
+    imp.add_argument("--catalog", help="rebuild this catalog for the target store")
+    imp.add_argument("--exports", help="where the export is (default MEMPORT_EXPORTS_URL)")
+    imp.set_defaults(func=_import_export)
 
 
 def main(argv: list[str] | None = None) -> int:
