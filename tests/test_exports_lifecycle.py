@@ -134,3 +134,19 @@ def test_expiry_deletes_files_and_says_expired(store: EpisodeStore, tmp_path: Pa
         rows = con.sql("SELECT id, status, rows, files FROM exports").fetchall()
     assert [(r[0], r[1]) for r in rows] == [(new["id"], "READY"), (old["id"], "EXPIRED")]  # newest first
     assert rows[0][2] == 6 and rows[0][3] == 1
+
+
+def test_an_export_left_pending_by_a_dead_run_fails_then_expires(tmp_path: Path) -> None:
+    exports = Location.from_url(str(tmp_path / "exports"))
+    stuck = lifecycle.submit(exports, ExportRequest.parse(BASE | {"ttl_hours": 1}))
+    leftover = Path(exports.path(stuck["id"])) / "episodes.ndjson.tmp"
+    leftover.write_text("half a file", encoding="utf-8")
+    soon = datetime.now(UTC) + timedelta(hours=2)  # past its TTL, but a long run may still own it
+    assert lifecycle.expire(exports, now=soon) == []
+    with pytest.raises(ExportNotReadyError):
+        lifecycle.ready(exports, stuck["id"])
+    much_later = datetime.now(UTC) + timedelta(hours=1) + lifecycle.ABANDONED_AFTER + timedelta(minutes=1)
+    assert lifecycle.expire(exports, now=much_later) == [stuck["id"]]
+    assert not leftover.exists()
+    m = json.loads(Path(exports.path(stuck["id"], "manifest.json")).read_text(encoding="utf-8"))
+    assert m["status"] == "EXPIRED" and m["error"].startswith("abandoned: still PENDING")

@@ -172,11 +172,32 @@ def manifests(exports: Location) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: m["created_at"], reverse=True)
 
 
+#: How long past its time to live an export may stay PENDING/PROCESSING before it counts as
+#: abandoned (no export runs for a day; a run that died leaves its manifest in that state).
+ABANDONED_AFTER = timedelta(hours=24)
+
+
 def expire(exports: Location, *, now: datetime | None = None) -> list[str]:
-    """Delete the files of READY/FAILED exports past ``expires_at``; mark them EXPIRED."""
+    """Delete the files of READY/FAILED exports past ``expires_at``; mark them EXPIRED.
+
+    An export still PENDING or PROCESSING ``ABANDONED_AFTER`` past its time to live (counted from
+    its creation) was left by a run that died: it is marked FAILED with that error, then expired
+    like the others, so its leftovers go too.
+    """
     now = now or datetime.now(UTC)
     expired = []
     for m in manifests(exports):
+        if m["status"] in (PENDING, PROCESSING):
+            created = datetime.fromisoformat(m["created_at"])
+            if created + timedelta(hours=m["ttl_hours"]) + ABANDONED_AFTER > now:
+                continue
+            m = m | {
+                "status": FAILED,
+                "error": f"abandoned: still {m['status']} {now - created} after it was created "
+                "(the run that owned it stopped)",
+                "finished_at": now.isoformat(),
+                "expires_at": now.isoformat(),
+            }
         if m["status"] not in (READY, FAILED) or datetime.fromisoformat(m["expires_at"]) > now:
             continue
         dest = Location.from_url(m["destination"])
