@@ -2,8 +2,9 @@
 
 - ``json`` (one array) and ``ndjson`` (one object per line): every canonical column, in the
   schema's order; timestamps as ISO 8601 UTC with microseconds (``2025-05-02T16:20:00.000000Z``);
-  ``categories``/``tags`` as arrays; ``metadata`` as the object itself (its text is kept exactly:
-  DuckDB's JSON type does not re-serialize it).
+  ``categories``/``tags`` as arrays; ``metadata`` as the object itself, re-serialized by DuckDB's
+  JSON writer (compact; numbers such as ``0.50`` written ``0.5``, ``\u00e9`` escapes decoded): the
+  same JSON values, not always the same text. CSV keeps the metadata text exactly.
 - ``csv``: RFC 4180 (CRLF, ``"`` doubled), header :data:`CSV_HEADER` (the canonical columns);
   lists and metadata as JSON text; NULL is an empty field, an empty string is ``""``. With
   ``neutralize_formulas`` (default) a text cell starting with ``= + - @``, tab, CR or ``'`` gets a
