@@ -24,6 +24,7 @@ from connectors.schema import (
     EPISODE_SCHEMA,
     EPISODE_TYPES,
     MAX_CONTENT_BYTES,
+    MAX_DEPTH,
     PRIORITIES,
     REJECT_SCHEMA,
     ROLES,
@@ -151,6 +152,42 @@ def _scope_expr(template: str) -> tuple[pl.Expr, pl.Expr]:
     return pl.concat_str(pieces), missing
 
 
+def _too_deep(metadata: pl.Series) -> pl.Series:
+    """Rows whose metadata (every source field no column took) nests deeper than the limit.
+
+    Only texts with enough brackets to nest that deep are scanned, in Python: a few rows at most.
+    """
+    limit = MAX_DEPTH + 2  # the ``{"_source": {…}}`` wrapping adds two levels to the record's own
+    candidates = metadata.str.count_matches(r"[\[{]").fill_null(0) > limit
+    if not candidates.any():
+        return candidates
+    return pl.Series(
+        [bool(c) and json_depth(text) > limit for c, text in zip(candidates, metadata, strict=True)]
+    )
+
+
+def json_depth(text: str) -> int:
+    """How deep a JSON text nests (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def finish(
     staged: pl.DataFrame,
     raw: pa.Table,
@@ -170,6 +207,7 @@ def finish(
         episode_id=pl.lit("ep_")
         + plh.concat_str(pl.lit(system + "\x1f"), pl.col("source_id")).chash.sha2_256(),
     )
+    staged = staged.with_columns(too_deep=_too_deep(staged["metadata"]))
     checks: list[tuple[pl.Expr, RejectReason, pl.Expr]] = [
         (pl.col("source_id").is_null(), RejectReason.MISSING_FIELD, pl.lit("no record id")),
         (pl.col("content").is_null(), RejectReason.MISSING_FIELD, pl.lit("no content text")),
@@ -186,6 +224,11 @@ def finish(
                 pl.lit(options.scope_template),
                 missing,
             ),
+        ),
+        (
+            pl.col("too_deep"),
+            RejectReason.TOO_DEEP,
+            pl.lit(f"the record nests deeper than {MAX_DEPTH} levels"),
         ),
         (
             pl.col("content_bytes") > MAX_CONTENT_BYTES,

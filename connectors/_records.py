@@ -34,12 +34,9 @@ from fsspec import AbstractFileSystem
 from connectors import _normalize
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
-from connectors.schema import RejectReason
+from connectors.schema import MAX_DEPTH, RejectReason
 
 BOM = b"\xef\xbb\xbf"
-#: Nesting deeper than this is rejected (``too_deep``): no real dump comes near it, and Python's
-#: own JSON and recursion limits sit not far above.
-MAX_DEPTH = 64
 
 _TS = pl.Datetime("us", "UTC")
 _STAGED_TYPES: dict[str, pl.DataType] = {

@@ -17,6 +17,9 @@ ROLES = ("user", "assistant", "system", "tool")
 
 #: Content larger than this many bytes of UTF-8 is rejected with ``payload_too_large``.
 MAX_CONTENT_BYTES = 100 * 1024
+#: A record nesting deeper than this is rejected with ``too_deep``: no real dump comes near it,
+#: and Python's own JSON and recursion limits sit not far above.
+MAX_DEPTH = 64
 
 _TS = pl.Datetime("us", "UTC")
 
