@@ -26,9 +26,10 @@ run: $(VENV)/.synced
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest -n 2
 
-## test-all: also the slow tests
+## test-all: also the slow tests (memory measurements, run one at a time so they measure alone)
 test-all: $(VENV)/.synced
-	$(VENV)/bin/pytest -n 2 -m "not bench"
+	$(VENV)/bin/pytest -n 2 -m "not bench and not slow"
+	$(VENV)/bin/pytest -p no:xdist -m slow
 
 ## bench: every benchmark (each prints its figures and PASS/FAIL against its targets)
 bench: bench-ingest bench-export bench-openai bench-zep bench-backup
