@@ -108,7 +108,6 @@ _CONTEXT = (
     "graph_uuid",
 )
 _LOOKAHEAD = 50
-_PEEK_BYTES = 1 << 16
 
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
@@ -118,7 +117,8 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         return
     if kind != "json":
         raise DumpFormatError(uri, EXPECTED, f"a {kind} file")
-    shape, first_keys = _peek(fs, path)
+    head = _sources.peek(fs, path)
+    shape, first_keys = head.shape, list(head.first_keys)
     if shape == "lines":
         items = _lines(fs, path)
     elif shape == "array":
@@ -137,49 +137,6 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
 
 
 # --- reading: every source yields (pos, raw, value | Rejected, kind hint, envelope context) ------
-
-
-def _peek(fs: AbstractFileSystem, path: str) -> tuple[str, list[str]]:
-    """``array``, ``lines`` or ``object`` (with its top-level keys), from the head of the dump.
-
-    The rule of ``_sources.peek``, which lets a ``RecursionError`` escape from a deeply nested
-    first line; here such a line simply does not parse.
-    """
-    with fs.open(path, "rb") as f:
-        block = f.read(_PEEK_BYTES)
-    head = block.removeprefix(_records.BOM).lstrip()
-    if head[:1] == b"[":
-        return "array", []
-    if head[:1] != b"{":
-        return "lines", []
-    first, _, rest = head.partition(b"\n")
-    if _is_object(first):  # one compact document, or JSON Lines
-        return ("object", _top_keys(head)) if not rest.strip() and len(block) < _PEEK_BYTES else ("lines", [])
-    # A pretty-printed (or long) document, or JSON Lines whose first line is broken.
-    lines = rest.split(b"\n")[:50]
-    if path.lower().endswith((".jsonl", ".ndjson")) or any(
-        line[:1] == b"{" and _is_object(line) for line in lines
-    ):
-        return "lines", []
-    return "object", _top_keys(head)
-
-
-def _is_object(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _top_keys(head: bytes) -> list[str]:
-    keys: list[str] = []
-    try:
-        for prefix, event, value in ijson.parse(head):
-            if prefix == "" and event == "map_key":
-                keys.append(value)
-    except (ijson.JSONError, ijson.IncompleteJSONError):
-        pass  # the head ends mid-document: the keys seen so far are enough
-    return keys
 
 
 Item = tuple[int, str | None, Any, _zep_map.Kind | None, Mapping[str, str]]
