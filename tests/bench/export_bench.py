@@ -20,21 +20,15 @@ within 2x memport's NDJSON; peak RSS under 1 GiB in every format.
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 
-from tests.bench.ingest_bench import WORDS
+from tests.bench._harness import BENCH_DIR, WORDS, best_of, measure, report
 
-BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
 FLOORS = ("duckdb-ndjson", "duckdb-json", "duckdb-csv", "polars-ndjson", "polars-csv")
 OURS = ("memport-ndjson", "memport-json", "memport-csv", "memport-markdown")
 
@@ -137,25 +131,11 @@ def _child(step: str, root: str, out: str) -> None:
 
     import pipelines.exports.lifecycle  # noqa: F401
 
-    started = time.perf_counter()
-    rows = _step(step, root, out)
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rows": rows, "wall": wall, "peak": peak}))
+    report(_step, step, root, out)
 
 
 def run_once(step: str, root: Path) -> dict[str, float]:
-    out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.bench.export_bench", "--child", step, str(root), out],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    return measure("tests.bench.export_bench", step, str(root), workdir=BENCH_DIR)
 
 
 def main() -> int:
@@ -167,7 +147,7 @@ def main() -> int:
     for _ in range(repeat):  # interleaved, so a shift in the shared machine's load hits all alike
         for step in runs:
             runs[step].append(run_once(step, root))
-    best = {s: min(r, key=lambda m: m["wall"]) | {"peak": max(m["peak"] for m in r)} for s, r in runs.items()}
+    best = {s: best_of(r) for s, r in runs.items()}
     print(f"{'':18} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
     for step, m in best.items():
         print(f"{step:18} {m['wall']:8.2f} {m['rows'] / m['wall']:12,.0f} {m['peak'] / 1e6:9.0f}")

@@ -18,68 +18,13 @@ peak at N/4.
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import duckdb
 
-BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
-WORDS = [
-    "the",
-    "user",
-    "prefers",
-    "tea",
-    "coffee",
-    "morning",
-    "meeting",
-    "project",
-    "deadline",
-    "café",
-    "naïve",
-    "résumé",
-    "data",
-    "pipeline",
-    "memory",
-    "agent",
-    "Lisbon",
-    "São",
-    "Paulo",
-    "München",
-    "東京",
-    "日本語",
-    "学習",
-    "emoji",
-    "🚀",
-    "🌶️",
-    "payments",
-    "PostgreSQL",
-    "Kafka",
-    "weekly",
-    "summary",
-    "Friday",
-    "allergic",
-    "peanuts",
-    "marathon",
-    "Berlin",
-    "daughter",
-    "kindergarten",
-    "standing",
-    "desk",
-    "cello",
-    "orchestra",
-    "metric",
-    "units",
-    "timezone",
-    "Europe",
-    "vegetarian",
-]
+from tests.bench._harness import BENCH_DIR, GIB, WORDS, best_of, ingest, measure, report
 
 
 def generate(n: int, path: Path) -> None:
@@ -133,51 +78,18 @@ def _floor(dump: str, out: str) -> int:
 
 
 def _memport(dump: str, out: str) -> int:
-    from pipelines.ingest import ingest_dump
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
-
-    landing_dir = Path(out) / "landing" / "mem0"
-    landing_dir.mkdir(parents=True)
-    (landing_dir / "dump.json").symlink_to(Path(dump).resolve())
-    result = ingest_dump(
-        EpisodeStore.from_url(f"{out}/store"),
-        Location.from_url(f"{out}/landing"),
-        "mem0",
-        "dump.json",
-        tenant_id="bench",
-    )
-    return int(result.counts["accepted"])
+    return ingest("mem0", dump, out, name="dump.json")["accepted"]
 
 
 def _child(step: str, dump: str, out: str) -> None:
     if step == "memport":  # import before the clock starts, as duckdb is for the floor
         import pipelines.ingest  # noqa: F401
-    started = time.perf_counter()
-    rows = {"floor": _floor, "memport": _memport}[step](dump, out)
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rows": rows, "wall": wall, "peak": peak}))
+    report({"floor": _floor, "memport": _memport}[step], dump, out)
 
 
 def run_once(step: str, dump: Path) -> dict[str, float]:
     """One measurement in a fresh process, so its peak resident memory is this step's alone."""
-    out = tempfile.mkdtemp(prefix=f"memport-bench-{step}-", dir=BENCH_DIR)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.bench.ingest_bench", "--child", step, str(dump), out],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-
-
-def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    best = min(runs, key=lambda r: r["wall"])
-    return best | {"peak": max(r["peak"] for r in runs)}
+    return measure("tests.bench.ingest_bench", step, str(dump), workdir=BENCH_DIR)
 
 
 def main() -> int:
@@ -191,7 +103,6 @@ def main() -> int:
         (run_once("floor", big), run_once("memport", big), run_once("memport", small)) for _ in range(repeat)
     ]
     floor, ours, ours_small = (best_of([r[i] for r in rounds]) for i in range(3))
-    gib = 1 << 30
     print(f"{'':10} {'wall s':>8} {'rows/s':>12} {'peak MB':>9}")
     for name, m in (("floor", floor), ("memport", ours), ("memport/4", ours_small)):
         print(f"{name:10} {m['wall']:8.2f} {m['rows'] / m['wall']:12,.0f} {m['peak'] / 1e6:9.0f}")
@@ -199,7 +110,7 @@ def main() -> int:
     growth = ours["peak"] / ours_small["peak"]
     checks = [
         (f"wall time vs DuckDB floor: {ratio:.2f}x (target <= 1.5x)", ratio <= 1.5),
-        (f"peak memory: {ours['peak'] / gib:.2f} GiB (target <= 1.5 GiB)", ours["peak"] <= 1.5 * gib),
+        (f"peak memory: {ours['peak'] / GIB:.2f} GiB (target <= 1.5 GiB)", ours["peak"] <= 1.5 * GIB),
         (f"peak memory growth N/4 -> N: {growth:.2f}x (target < 1.25x)", growth < 1.25),
         (f"rows: memport {ours['rows']:,} == floor {floor['rows']:,}", ours["rows"] == floor["rows"]),
     ]

@@ -16,18 +16,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench._harness import BENCH_DIR, ingest, measure, peak_memory_main, report
 from tests.bench.openai_bench import WORDS
-
-BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
 
 
 def _uuid(rng: random.Random) -> str:
@@ -80,56 +75,23 @@ def dump_for(megabytes: int) -> Path:
     return path
 
 
-def _child(dump: str, out: str) -> None:
-    from pipelines.ingest import ingest_dump
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
+def _ingest(dump: str, out: str) -> dict[str, int]:
+    return ingest("zep", dump, out, name="edges.jsonl", scope_template="graph:{group_id}")
 
-    landing_dir = Path(out) / "landing" / "zep"
-    landing_dir.mkdir(parents=True)
-    (landing_dir / "edges.jsonl").symlink_to(Path(dump).resolve())
-    started = time.perf_counter()
-    result = ingest_dump(
-        EpisodeStore.from_url(f"{out}/store"),
-        Location.from_url(f"{out}/landing"),
-        "zep",
-        "edges.jsonl",
-        tenant_id="bench",
-        scope_template="graph:{group_id}",
-    )
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({**result.counts, "wall": wall, "peak": peak}))
+
+def _child(dump: str, out: str) -> None:
+    import pipelines.ingest  # noqa: F401  (imported before the clock starts)
+
+    report(_ingest, dump, out)
 
 
 def run_once(dump: Path) -> dict[str, float]:
-    out = tempfile.mkdtemp(prefix="memport-bench-zep-", dir=BENCH_DIR)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.bench.zep_bench", "--child", str(dump), out],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    """One ingest in a fresh process, so its peak resident memory is the ingest's alone."""
+    return measure("tests.bench.zep_bench", str(dump), workdir=BENCH_DIR)
 
 
 def main() -> int:
-    megabytes = int(os.environ.get("BENCH_ZEP_MB", "200"))
-    dump = dump_for(megabytes)
-    print(f"dump: {dump} ({dump.stat().st_size / 1e6:,.0f} MB); machine: {os.cpu_count()} cores")
-    runs = [run_once(dump) for _ in range(int(os.environ.get("BENCH_REPEAT", "1")))]
-    best = min(runs, key=lambda r: r["wall"])
-    peak = max(r["peak"] for r in runs)
-    counts = ", ".join(f"{k} {best[k]:,.0f}" for k in ("accepted", "rejected", "duplicate"))
-    print(f"records read {best['read']:,.0f} ({counts})")
-    rate = best["read"] / best["wall"]
-    print(f"wall {best['wall']:.2f} s; {rate:,.0f} records/s; peak RSS {peak / 1e6:,.0f} MB")
-    ok = peak < 1 << 30
-    print(("PASS" if ok else "FAIL") + f" peak memory: {peak / (1 << 30):.2f} GiB (target < 1 GiB)")
-    return 0 if ok else 1
+    return peak_memory_main(dump_for(int(os.environ.get("BENCH_ZEP_MB", "200"))), run_once)
 
 
 if __name__ == "__main__":
