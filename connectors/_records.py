@@ -34,30 +34,20 @@ from fsspec import AbstractFileSystem
 from connectors import _normalize
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
-from connectors.schema import MAX_DEPTH, RejectReason
+from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, RejectReason
 
 BOM = b"\xef\xbb\xbf"
 
-_TS = pl.Datetime("us", "UTC")
+#: Staged columns take the canonical types, except that enums are plain text until ``finish``
+#: checks them.
 _STAGED_TYPES: dict[str, pl.DataType] = {
     "pos": pl.Int64(),
     "raw": pl.String(),
     "reason": pl.String(),
     "detail": pl.String(),
-    **{c: pl.String() for c in _normalize.STAGED_COLUMNS},
-    "categories": pl.List(pl.String),
-    "tags": pl.List(pl.String),
     **{
-        c: _TS
-        for c in (
-            "observed_at",
-            "created_at",
-            "updated_at",
-            "valid_from",
-            "valid_to",
-            "recorded_at",
-            "superseded_at",
-        )
+        c: pl.String() if isinstance(EPISODE_SCHEMA[c], pl.Enum) else EPISODE_SCHEMA[c]
+        for c in _normalize.STAGED_COLUMNS
     },
 }
 
