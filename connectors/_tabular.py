@@ -319,3 +319,16 @@ def json_text(value: Any, field: str) -> Any:
 
 def _short(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def staged(records: Iterator[Item | Row], stage: Callable[[Item], Row]) -> Iterator[Row]:
+    """The connector's staged row for each item; a reject row passes through, and an item its
+    ``stage`` refuses (:class:`Rejected`) becomes one."""
+    for item in records:
+        if not isinstance(item, Item):
+            yield item
+            continue
+        try:
+            yield stage(item)
+        except Rejected as exc:
+            yield rejected(item.pos, item.raw, exc)

@@ -85,18 +85,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         csv_columns=_CSV_COLUMNS,
         text_reader=(_is_markdown, markdown_items),
     )
-    yield from _records.run(NAME, _staged(records), fs, path, options)
-
-
-def _staged(records: Iterator[Item | Row]) -> Iterator[Row]:
-    for item in records:
-        if not isinstance(item, Item):
-            yield item
-            continue
-        try:
-            yield _stage(item)
-        except Rejected as exc:
-            yield rejected(item.pos, item.raw, exc)
+    yield from _records.run(NAME, _tabular.staged(records, _stage), fs, path, options)
 
 
 def _stage(item: Item) -> Row:

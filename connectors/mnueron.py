@@ -29,7 +29,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from connectors import _records, _tabular
-from connectors._records import Rejected, Row, ident, metadata, parse_time, rejected, str_list, text
+from connectors._records import Rejected, Row, ident, metadata, parse_time, str_list, text
 from connectors._tabular import Item
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.schema import RejectReason
@@ -52,18 +52,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     records = _tabular.items(
         fs, path, expected=_EXPECTED, envelope_keys=_ENVELOPE_KEYS, csv_columns=_CSV_COLUMNS
     )
-    yield from _records.run(NAME, _staged(records), fs, path, options)
-
-
-def _staged(records: Iterator[Item | Row]) -> Iterator[Row]:
-    for item in records:
-        if not isinstance(item, Item):
-            yield item
-            continue
-        try:
-            yield _stage(item)
-        except Rejected as exc:
-            yield rejected(item.pos, item.raw, exc)
+    yield from _records.run(NAME, _tabular.staged(records, _stage), fs, path, options)
 
 
 def _stage(item: Item) -> Row:
