@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
-import fsspec
 import polars as pl
 import pytest
 
 from connectors import registry
 from connectors.errors import DumpFormatError
-from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from tests.connector_helpers import read_memory, reject_rows
+from tests.connector_helpers import rows as connector_rows
 
 MEMSOLUS = registry.get("memsolus")
 COLUMNS = [
@@ -33,29 +32,11 @@ COLUMNS = [
 
 
 def read(data: str | bytes, name: str = "dump", **kw: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read ``data`` from fsspec's memory filesystem: (episodes, rejects)."""
-    fs = fsspec.filesystem("memory")
-    path = f"/memsolus-{uuid.uuid4().hex}/{name}"
-    fs.pipe_file(path, data.encode("utf-8") if isinstance(data, str) else data)
-    kw.setdefault("tenant_id", "acme")
-    batches = list(MEMSOLUS.read(fs, path, **kw))
-    episodes = pl.concat([EPISODE_SCHEMA.to_frame(), *(b.episodes for b in batches)])
-    rejects = pl.concat([REJECT_SCHEMA.to_frame(), *(b.rejects for b in batches)])
-    assert sum(b.read for b in batches) == episodes.height + rejects.height
-    return episodes, rejects
+    return read_memory(MEMSOLUS, data, name, **kw)
 
 
 def rows(frame: pl.DataFrame, columns: list[str] = COLUMNS) -> list[dict[str, Any]]:
-    return [
-        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-        for row in frame.select(columns).to_dicts()
-    ]
-
-
-def reject_rows(rejects: pl.DataFrame) -> list[tuple[int, str, str]]:
-    return list(
-        zip(rejects["dump_record"], rejects["reason"].cast(pl.String), rejects["detail"], strict=True)
-    )
+    return connector_rows(frame, columns)
 
 
 RECORD = {

@@ -3,45 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
-import fsspec
 import polars as pl
 import pytest
 
 from connectors import registry
 from connectors.errors import DumpFormatError
-from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from tests.connector_helpers import read_memory, reject_rows, rows
 
 MNUERON = registry.get("mnueron")
 HEADER = "id,content,namespace,tags,source,source_ref,created_at,updated_at\n"
 
 
 def read(data: str | bytes, name: str = "dump", **kw: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read ``data`` from fsspec's memory filesystem: (episodes, rejects)."""
-    fs = fsspec.filesystem("memory")
-    path = f"/mnueron-{uuid.uuid4().hex}/{name}"
-    fs.pipe_file(path, data.encode("utf-8") if isinstance(data, str) else data)
-    kw.setdefault("tenant_id", "acme")
-    batches = list(MNUERON.read(fs, path, **kw))
-    episodes = pl.concat([EPISODE_SCHEMA.to_frame(), *(b.episodes for b in batches)])
-    rejects = pl.concat([REJECT_SCHEMA.to_frame(), *(b.rejects for b in batches)])
-    assert sum(b.read for b in batches) == episodes.height + rejects.height
-    return episodes, rejects
-
-
-def rows(frame: pl.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    return [
-        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-        for row in frame.select(columns).to_dicts()
-    ]
-
-
-def reject_rows(rejects: pl.DataFrame) -> list[tuple[int, str, str]]:
-    return list(
-        zip(rejects["dump_record"], rejects["reason"].cast(pl.String), rejects["detail"], strict=True)
-    )
+    return read_memory(MNUERON, data, name, **kw)
 
 
 HISTORY = {"confidence": 0.9, "history": [{"at": 1717000000000, "content": "User prefers short replies."}]}
