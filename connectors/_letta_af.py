@@ -273,11 +273,7 @@ class AgentFile:
         where = f"{agent.where}.messages[{index}]"
         raw = raw_text(msg)
         try:
-            if not isinstance(msg, dict):
-                raise Rejected(
-                    RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(msg)}, not an object"
-                )
-            _records.check_depth(msg, where)
+            msg = _records.record_object(msg, where)
             local = ident(msg, "id", required=self.v2)
             if local is None:
                 local = f"messages[{index}]"  # legacy files have no message ids
@@ -328,11 +324,7 @@ class AgentFile:
             return _records.rejected(0, None, block)
         raw = raw_text(block)
         try:
-            if not isinstance(block, dict):
-                raise Rejected(
-                    RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(block)}, not an object"
-                )
-            _records.check_depth(block, where)
+            block = _records.record_object(block, where)
             local = ident(block, "id", required=self.v2) or f"core_memory[{index}]"
             label = text(block, "label")
             where = f"{where} ({local}, {label})"
@@ -371,11 +363,7 @@ class AgentFile:
             return _records.rejected(0, None, file)
         raw = raw_text(file)
         try:
-            if not isinstance(file, dict):
-                raise Rejected(
-                    RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(file)}, not an object"
-                )
-            _records.check_depth(file, where)
+            file = _records.record_object(file, where)
             local = ident(file, "id", required=True)
             assert local is not None
             name = text(file, "file_name")

@@ -266,6 +266,15 @@ def metadata(source_meta: Any, rest: Mapping[str, Any]) -> str:
     return dumps({"_source": source, **top})
 
 
+def record_object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` as a record: a JSON object (else ``not_an_object``) nesting no deeper than the
+    limit (else ``too_deep``); ``where`` names it in the detail."""
+    if not isinstance(value, dict):
+        raise Rejected(RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(value)}, not an object")
+    check_depth(value, where)
+    return value
+
+
 def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
     """``too_deep`` if ``value`` nests deeper than ``limit`` (checked without recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]

@@ -46,15 +46,8 @@ def classify(record: Mapping[str, Any]) -> Kind | None:
 def row(pos: int, raw: str | None, value: Any, hint: Kind | None, ctx: Mapping[str, str]) -> Row:
     if isinstance(value, Rejected):
         return _records.rejected(pos, raw, value)
-    if not isinstance(value, dict):
-        return _records.reject(
-            pos,
-            raw,
-            RejectReason.NOT_AN_OBJECT,
-            f"record is a JSON {_records.json_type(value)}, not an object",
-        )
     try:
-        _records.check_depth(value, "record")
+        value = _records.record_object(value, "record")
         kind = hint or classify(value)
         if kind is None:
             keys = ", ".join(list(value)[:8]) or "no keys"

@@ -261,9 +261,7 @@ def _passages(items: Iterable[tuple[int, Any]], place: Callable[[int], str], uri
 def _passage(pos: int, item: Any, where: str) -> Row:
     raw = raw_text(item)
     try:
-        if not isinstance(item, dict):
-            raise Rejected(RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {json_type(item)}, not an object")
-        _records.check_depth(item, where)
+        item = _records.record_object(item, where)
         local = ident(item, "id", required=True)
         where = f"passage {local}"
         content = text(item, "text", required=True)
