@@ -37,7 +37,6 @@ parts (images, annotations) kept under ``_source.content``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import re
@@ -66,13 +65,7 @@ _USER_JSON_MAX = 1 << 20
 Opener = Callable[[], IO[bytes]]
 
 
-#: ChatGPT node rows are heavy (source text, metadata with the conversation's fields: ~5 KB in
-#: Python): a batch of the default 100,000 rows would hold gigabytes, so batches stay smaller.
-MAX_BATCH_ROWS = 10_000
-
-
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
-    options = dataclasses.replace(options, batch_rows=min(options.batch_rows, MAX_BATCH_ROWS))
     yield from _records.run(NAME, _rows(fs, path), fs, path, options)
 
 
