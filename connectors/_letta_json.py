@@ -20,8 +20,7 @@ from typing import Any
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors._records import BOM, MAX_DEPTH, Rejected
-from connectors.errors import DumpFormatError
+from connectors._records import BOM, MAX_DEPTH, Rejected, read_whole
 from connectors.schema import RejectReason
 
 #: An agent file larger than this is not read at once (real ones are a few MB).
@@ -48,14 +47,7 @@ class Document:
 
 
 def read_document(fs: AbstractFileSystem, path: str, *, expected: str) -> Document:
-    size = fs.size(path)
-    if size is not None and size > MAX_BYTES:
-        raise DumpFormatError(
-            fs.unstrip_protocol(path),
-            expected,
-            f"a {size:,}-byte document (read at once up to {MAX_BYTES:,})",
-        )
-    data = fs.cat_file(path)
+    data = read_whole(fs, path, expected=expected, max_bytes=MAX_BYTES)
     sha = hashlib.sha256(data).hexdigest()
     body = data.removeprefix(BOM)
     try:

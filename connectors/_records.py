@@ -342,6 +342,20 @@ def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[
         pos += 1
 
 
+def read_whole(fs: AbstractFileSystem, path: str, *, expected: str, max_bytes: int) -> bytes:
+    """The bytes of a dump meant to be read at once; :class:`DumpFormatError` when it is larger
+    than ``max_bytes`` (stream such dumps instead)."""
+    size = fs.size(path)
+    if size is not None and size > max_bytes:
+        raise DumpFormatError(
+            fs.unstrip_protocol(path),
+            expected,
+            f"a {size:,}-byte document (read at once up to {max_bytes:,})",
+        )
+    data: bytes = fs.cat_file(path)
+    return data
+
+
 def load_document(fs: AbstractFileSystem, path: str, *, expected: str, max_bytes: int = 256 << 20) -> Any:
     """Parse a whole JSON document that is meant to be read at once (an agent file, one API page).
 
@@ -350,14 +364,7 @@ def load_document(fs: AbstractFileSystem, path: str, *, expected: str, max_bytes
     ``too_deep``) when the text cannot be parsed, :class:`DumpFormatError` when it is larger than
     ``max_bytes`` (stream such dumps instead).
     """
-    size = fs.size(path)
-    if size is not None and size > max_bytes:
-        raise DumpFormatError(
-            fs.unstrip_protocol(path),
-            expected,
-            f"a {size:,}-byte document (read at once up to {max_bytes:,})",
-        )
-    data = fs.cat_file(path).removeprefix(BOM)
+    data = read_whole(fs, path, expected=expected, max_bytes=max_bytes).removeprefix(BOM)
     try:
         textual = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -14,7 +14,7 @@ Formats, told apart by content (never by name):
   array or JSON Lines of passage objects (or one passage object), streamed.
 
 An agent file is read whole (a few MB): :mod:`connectors._letta_json` hashes the very bytes it
-parses (hence its own reader rather than ``_records.load_document``, which reads the file itself).
+parses (hence its own parser over ``_records.read_whole`` rather than ``_records.load_document``).
 A broken one (cut short, invalid JSON or UTF-8 past some point) keeps every record finished
 before the break and ends with one ``malformed_document`` / ``invalid_utf8`` reject naming where
 it broke; a record nested deeper than ``_records.MAX_DEPTH`` is one ``too_deep`` reject.
