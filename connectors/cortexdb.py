@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 from fsspec import AbstractFileSystem
 
-from connectors import _normalize
-from connectors._sources import RecordShape
-from connectors._sql import PARSED_CTE, metadata_sql
 from connectors.base import Batch, Connector, ReadOptions
+from connectors.kit import normalize
+from connectors.kit.sources import RecordShape
+from connectors.kit.sql import PARSED_CTE, metadata_sql
 
 NAME = "cortexdb"
 VERSION = "1.0.0"
@@ -181,7 +181,7 @@ FROM checked
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     """Yield the CortexDB episodes in the JSONL dump at ``path`` as canonical batches."""
     sql = _SQL.replace("$tenant", "'" + options.tenant_id.replace("'", "''") + "'")
-    yield from _normalize.run(
+    yield from normalize.run(
         NAME, sql, _SHAPE, fs, path, options, expected="CortexDB JSONL (one episode or envelope per line)"
     )
 

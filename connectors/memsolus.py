@@ -42,11 +42,21 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from connectors import _records, _tabular
-from connectors._records import Rejected, Row, ident, metadata, parse_time, reject, rejected, str_list, text
-from connectors._tabular import Item
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
+from connectors.kit import records, tabular
+from connectors.kit.records import (
+    Rejected,
+    Row,
+    ident,
+    metadata,
+    parse_time,
+    reject,
+    rejected,
+    str_list,
+    text,
+)
+from connectors.kit.tabular import Item
 from connectors.schema import MAX_CONTENT_BYTES, RejectReason
 
 NAME = "memsolus"
@@ -77,7 +87,7 @@ _MAX_ENTRY_CHARS = 8 << 20
 
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
-    records = _tabular.items(
+    found = tabular.items(
         fs,
         path,
         expected=_EXPECTED,
@@ -85,7 +95,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         csv_columns=_CSV_COLUMNS,
         text_reader=(_is_markdown, markdown_items),
     )
-    yield from _records.run(NAME, _tabular.staged(records, _stage), fs, path, options)
+    yield from records.run(NAME, tabular.staged(found, _stage), fs, path, options)
 
 
 def _stage(item: Item) -> Row:
@@ -97,8 +107,8 @@ def _stage(item: Item) -> Row:
     status = text(rec, "status")
     if from_text:
         sep = ";" if item.kind == "csv" else ","
-        categories = _tabular.text_list(rec.get("categories"), "categories", sep=sep)
-        source_meta = _tabular.json_text(rec.get("metadata"), "metadata")
+        categories = tabular.text_list(rec.get("categories"), "categories", sep=sep)
+        source_meta = tabular.json_text(rec.get("metadata"), "metadata")
     else:
         categories = str_list(rec.get("categories"), "categories")
         source_meta = rec.get("metadata")
@@ -195,7 +205,7 @@ def _entry(pos: int, lines: list[str], start: int, size: int, uri: str) -> Item 
     except UnicodeEncodeError:
         return reject(
             pos,
-            _tabular.escaped(raw),
+            tabular.escaped(raw),
             RejectReason.INVALID_UTF8,
             f"entry at line {start} is not valid UTF-8; bytes kept escaped",
         )

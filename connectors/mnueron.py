@@ -28,10 +28,10 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from connectors import _records, _tabular
-from connectors._records import Rejected, Row, ident, metadata, parse_time, str_list, text
-from connectors._tabular import Item
 from connectors.base import Batch, Connector, ReadOptions
+from connectors.kit import records, tabular
+from connectors.kit.records import Rejected, Row, ident, metadata, parse_time, str_list, text
+from connectors.kit.tabular import Item
 from connectors.schema import RejectReason
 
 NAME = "mnueron"
@@ -49,10 +49,10 @@ _MS_FLOOR = datetime(2001, 9, 9, 1, 46, 40, tzinfo=UTC)
 
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
-    records = _tabular.items(
+    found = tabular.items(
         fs, path, expected=_EXPECTED, envelope_keys=_ENVELOPE_KEYS, csv_columns=_CSV_COLUMNS
     )
-    yield from _records.run(NAME, _tabular.staged(records, _stage), fs, path, options)
+    yield from records.run(NAME, tabular.staged(found, _stage), fs, path, options)
 
 
 def _stage(item: Item) -> Row:
@@ -62,8 +62,8 @@ def _stage(item: Item) -> Row:
     alias = text(rec, "namespace_name")
     promoted = _PROMOTED if namespace is not None else _PROMOTED | {"namespace_name"}
     if item.kind == "csv":
-        tags = _tabular.text_list(rec.get("tags"), "tags", sep=";")
-        source_meta = _tabular.json_text(rec.get("metadata"), "metadata")
+        tags = tabular.text_list(rec.get("tags"), "tags", sep=";")
+        source_meta = tabular.json_text(rec.get("metadata"), "metadata")
     else:
         tags = str_list(rec.get("tags"), "tags")
         source_meta = rec.get("metadata")

@@ -13,7 +13,7 @@ DEFAULTS = {
     "MEMPORT_SCOPE_TEMPLATES": "",
     "MEMPORT_EXPORTS_URL": "data/exports",
     "MEMPORT_EXPORT_SPECS": "",
-    # backups (pipelines.backups): where snapshots go, and how many retention keeps
+    # backups (pipelines.backups.snapshot): where snapshots go, and how many retention keeps
     "MEMPORT_BACKUP_URL": "data/backups",
     "MEMPORT_KEEP_DAILY": "7",
     "MEMPORT_KEEP_MONTHLY": "12",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,7 +11,7 @@ import polars as pl
 
 from connectors.base import Batch
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
-from pipelines.store import DumpInfo, EpisodeStore
+from pipelines.store.episodes import DumpInfo, EpisodeStore
 from tests.conftest import FIXTURES, put
 
 EPISODES = json.loads((FIXTURES / "exports" / "episodes.json").read_text(encoding="utf-8"))

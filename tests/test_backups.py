@@ -12,7 +12,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from connectors.errors import BackupError
-from pipelines.backups import (
+from pipelines.backups.restore import prove, restore
+from pipelines.backups.retention import days_to_keep, prune
+from pipelines.backups.snapshot import (
     existing_objects,
     manifest_path,
     object_path,
@@ -20,11 +22,9 @@ from pipelines.backups import (
     snapshot_days,
     take_snapshot,
 )
-from pipelines.catalog import build_catalog, connect
-from pipelines.locations import Location
-from pipelines.restore import prove, restore
-from pipelines.retention import days_to_keep, prune
-from pipelines.store import EpisodeStore
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 from tests.conftest import FIXTURES, put
 from tests.test_store import ingest, mem0_dump
 
@@ -179,7 +179,7 @@ def test_damaged_object_is_named_and_target_untouched(
 def test_crash_midway_leaves_no_manifest_naming_missing_objects(
     store: EpisodeStore, landing: Location, backup: Location, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.store as store_module
+    import pipelines.store.episodes as store_module
 
     monkeypatch.setattr(store_module, "PART_ROWS", 7)  # several parts
     put(landing, "mem0/a.json", mem0_dump(40))

@@ -9,9 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.backups import object_path, read_manifest
-from pipelines.catalog import connect
-from pipelines.locations import Location
+from pipelines.backups.snapshot import object_path, read_manifest
 from pipelines.orchestration.assets import episode_catalog
 from pipelines.orchestration.backups import (
     daily_snapshot,
@@ -21,7 +19,9 @@ from pipelines.orchestration.backups import (
 )
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import BackupResource, EpisodeStoreResource, ExportTarget
-from pipelines.store import EpisodeStore
+from pipelines.store.catalog import connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 from tests.conftest import put
 from tests.test_store import ingest, mem0_dump
 

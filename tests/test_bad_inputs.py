@@ -17,9 +17,9 @@ import pytest
 
 from connectors import registry
 from connectors.errors import DumpFormatError
-from pipelines.ingest import ingest_dump
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
 from tests.conftest import FIXTURES
 
 CASES = [

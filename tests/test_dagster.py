@@ -10,7 +10,6 @@ import duckdb
 import pytest
 
 from connectors import registry
-from pipelines.locations import Location
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import (
@@ -21,6 +20,7 @@ from pipelines.orchestration.resources import (
     ImportSettings,
     LandingZone,
 )
+from pipelines.store.locations import Location
 from tests.conftest import FIXTURES, put
 
 
@@ -175,8 +175,8 @@ def test_scope_templates_per_system_and_per_dump_glob() -> None:
 
 def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp_path: Path) -> None:
     from pipelines.exports import lifecycle
-    from pipelines.ingest import ingest_dump
     from pipelines.orchestration.exports import adhoc_export, episode_exports, expire_exports
+    from pipelines.store.ingest import ingest_dump
 
     landing = Location.from_url(resources["landing"].url)
     put(landing, "cortexdb/mixed.jsonl", (FIXTURES / "cortexdb" / "export_and_import.jsonl").read_bytes())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import cli
-from pipelines.store import EpisodeStore
+from pipelines.cli import main as cli
+from pipelines.store.episodes import EpisodeStore
 from tests.export_fixtures import build_store
 
 
@@ -63,7 +63,7 @@ def test_migration_by_export_then_import_into_another_store(
     columns = "episode_id, scope, content, metadata, observed_at, status, tags, categories"
     with duckdb.connect(str(other / "c.duckdb"), read_only=True) as dst:
         moved = dst.sql(f"SELECT {columns} FROM episodes ORDER BY episode_id").fetchall()
-    from pipelines.catalog import build_catalog
+    from pipelines.store.catalog import build_catalog
 
     build_catalog(EpisodeStore.from_url(str(env / "store")), env / "src.duckdb")
     with duckdb.connect(str(env / "src.duckdb"), read_only=True) as src:

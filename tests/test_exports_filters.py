@@ -10,8 +10,8 @@ import pytest
 
 from pipelines.exports import lifecycle
 from pipelines.exports.request import ExportRequest
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 from tests.export_fixtures import CASES, build_store
 
 

@@ -18,9 +18,9 @@ from pipelines.exports import lifecycle
 from pipelines.exports.formats import CSV_HEADER, MNUERON_HEADER, unneutralize
 from pipelines.exports.reimport import import_export
 from pipelines.exports.request import ExportRequest
-from pipelines.ingest import ingest_dump
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
 from tests.conftest import put
 from tests.export_fixtures import EPISODES, build_store
 
@@ -172,7 +172,7 @@ def big_store(tmp_path: Path, n: int) -> EpisodeStore:
 
     from connectors.base import Batch
     from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
-    from pipelines.store import DumpInfo
+    from pipelines.store.episodes import DumpInfo
 
     start = datetime(2025, 1, 1, tzinfo=UTC)
     rows = pl.DataFrame(

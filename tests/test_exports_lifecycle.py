@@ -16,11 +16,11 @@ from connectors.errors import (
     ExportNotReadyError,
     ExportRequestError,
 )
-from pipelines.catalog import build_catalog, connect
 from pipelines.exports import lifecycle
 from pipelines.exports.request import ExportRequest
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 from tests.export_fixtures import build_store
 
 BASE = {"format": "ndjson", "tenant_id": "acme"}

@@ -16,10 +16,10 @@ import pytest
 
 from connectors import registry
 from connectors.errors import DumpFormatError
-from pipelines import catalog
-from pipelines.ingest import ingest_dump
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store import catalog
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
 from tests.conftest import FIXTURES
 from tests.test_connectors_conformance import read_all
 

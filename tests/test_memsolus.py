@@ -147,9 +147,9 @@ def test_statuses_and_priorities() -> None:
 
 
 def test_consolidated_rows_are_superseded_not_duplicates(tmp_path: Any) -> None:
-    from pipelines.ingest import ingest_dump
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.ingest import ingest_dump
+    from pipelines.store.locations import Location
 
     live = RECORD | {"id": "mem_A9", "status": "READY", "content": "Prefers dark roast."}
     (tmp_path / "landing" / "memsolus").mkdir(parents=True)

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from connectors.errors import ConfigError, StoreError
-from pipelines.catalog import build_catalog, connect
-from pipelines.ingest import discover_dumps, ingest_dump
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import discover_dumps, ingest_dump
+from pipelines.store.locations import Location
 from tests.conftest import FIXTURES, put
 
 MEM0_PAGE = (FIXTURES / "mem0" / "paginated_v3.json").read_text(encoding="utf-8")
@@ -105,7 +105,7 @@ def test_reingest_is_exactly_once(store: EpisodeStore, landing: Location, tmp_pa
 def test_failed_ingest_leaves_old_partition(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.store as store_module
+    import pipelines.store.episodes as store_module
 
     put(landing, "mem0/a.json", mem0_dump(10))
     ingest(store, landing, "mem0", "a.json")
@@ -132,7 +132,7 @@ def test_failed_ingest_leaves_old_partition(
 
 def _dump_args(landing: Location, rel: str):
     from connectors import registry
-    from pipelines.store import DumpInfo, dump_key
+    from pipelines.store.episodes import DumpInfo, dump_key
 
     path = landing.path("mem0", rel)
     dump = DumpInfo(landing.fs.unstrip_protocol(path), "mem0", dump_key(rel), "1", "acme", "user:{user_id}")
@@ -157,7 +157,7 @@ def test_empty_store_has_typed_views(store: EpisodeStore, tmp_path: Path) -> Non
 def test_analyst_session_never_blocks_and_never_sees_half_partitions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.store as store_module
+    import pipelines.store.episodes as store_module
 
     landing = Location.from_url(str(tmp_path / "landing"))
     store = EpisodeStore.from_url(str(tmp_path / "store"))

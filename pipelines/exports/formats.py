@@ -27,9 +27,9 @@ CSV_HEADER = tuple(EPISODE_SCHEMA.names())
 MNUERON_HEADER = ("id", "content", "namespace", "tags", "source", "source_ref", "created_at", "updated_at")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
-_TIMESTAMPS = {n for n, t in EPISODE_SCHEMA.items() if str(t).startswith("Datetime")}
-_LISTS = {"categories", "tags"}
-_NUMBERS = {"dump_record"}
+TIMESTAMP_COLUMNS = {n for n, t in EPISODE_SCHEMA.items() if str(t).startswith("Datetime")}
+LIST_COLUMNS = {"categories", "tags"}
+NUMBER_COLUMNS = {"dump_record"}
 
 #: File extension per (format, profile).
 EXTENSIONS = {
@@ -61,13 +61,13 @@ def _canonical(request: ExportRequest) -> str:
     cols = []
     for name in CSV_HEADER:
         col = f"v.{name}"
-        if name in _TIMESTAMPS:
+        if name in TIMESTAMP_COLUMNS:
             expr = iso(col)
-        elif name in _LISTS:
+        elif name in LIST_COLUMNS:
             expr = f"to_json({col})::VARCHAR" if csv else col
         elif name == "metadata":
             expr = col if csv else f"{col}::JSON"
-        elif name in _NUMBERS:
+        elif name in NUMBER_COLUMNS:
             expr = col
         else:
             expr = neutralized(col) if csv and request.neutralize_formulas else col

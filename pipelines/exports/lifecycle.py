@@ -27,8 +27,8 @@ from connectors.errors import (
 )
 from pipelines.exports.request import ExportRequest
 from pipelines.exports.writer import Progress, write_export
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 PENDING, PROCESSING, READY, FAILED, EXPIRED = "PENDING", "PROCESSING", "READY", "FAILED", "EXPIRED"
 MANIFEST = "manifest.json"

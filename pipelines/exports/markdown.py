@@ -25,7 +25,7 @@ import duckdb
 from pipelines.exports.formats import iso
 from pipelines.exports.request import ExportRequest
 from pipelines.exports.select import Selection
-from pipelines.locations import Location
+from pipelines.store.locations import Location
 
 ORDER = "v.tenant_id, v.scope, v.session_id NULLS FIRST, v.observed_at, v.episode_id"
 BATCH_ROWS = 20_000

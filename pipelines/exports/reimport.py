@@ -18,9 +18,9 @@ import polars as pl
 from connectors.base import Batch
 from connectors.errors import ConfigError
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
-from pipelines.exports.formats import _LISTS, _NUMBERS, _TIMESTAMPS, CSV_HEADER
-from pipelines.locations import Location
-from pipelines.store import DumpInfo, EpisodeStore, ImportResult, dump_key
+from pipelines.exports.formats import CSV_HEADER, LIST_COLUMNS, NUMBER_COLUMNS, TIMESTAMP_COLUMNS
+from pipelines.store.episodes import DumpInfo, EpisodeStore, ImportResult, dump_key
+from pipelines.store.locations import Location
 
 SYSTEM = "memport"
 VERSION = "1.0.0"
@@ -35,8 +35,8 @@ def _reader(fmt: str, uri: str) -> str:
             f"read_csv({quoted}, header = true, columns = {cols}, quote = '\"', escape = '\"', "
             "allow_quoted_nulls = false, auto_detect = false)"
         )
-    types = {c: "VARCHAR" for c in CSV_HEADER} | {c: "VARCHAR[]" for c in _LISTS} | {"metadata": "JSON"}
-    types |= {c: "BIGINT" for c in _NUMBERS}
+    types = {c: "VARCHAR" for c in CSV_HEADER} | {c: "VARCHAR[]" for c in LIST_COLUMNS} | {"metadata": "JSON"}
+    types |= {c: "BIGINT" for c in NUMBER_COLUMNS}
     cols = "{" + ", ".join(f"'{c}': '{t}'" for c, t in types.items()) + "}"
     layout = "array" if fmt == "json" else "newline_delimited"
     return f"read_json({quoted}, format = '{layout}', columns = {cols})"
@@ -45,11 +45,11 @@ def _reader(fmt: str, uri: str) -> str:
 def _columns(fmt: str, neutralized: bool) -> str:
     out = []
     for c in CSV_HEADER:
-        if c in _TIMESTAMPS:
+        if c in TIMESTAMP_COLUMNS:
             expr = f"{c}::TIMESTAMPTZ"
-        elif c in _LISTS:
+        elif c in LIST_COLUMNS:
             expr = f"{c}::JSON::VARCHAR[]" if fmt == "csv" else c
-        elif c in _NUMBERS:
+        elif c in NUMBER_COLUMNS:
             expr = f"{c}::BIGINT"
         elif c == "metadata":
             expr = c if fmt == "csv" else f"{c}::VARCHAR"

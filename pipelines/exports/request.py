@@ -32,7 +32,7 @@ DEFAULT_TTL_HOURS = 72.0
 #: Smallest part size accepted: DuckDB checks sizes per 2,048-row chunk, so smaller is meaningless.
 MIN_PART_BYTES = 64 * 1024
 ALL_TENANTS = "*"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _time(data: Mapping[str, Any], key: str) -> datetime | None:
         millis = _int(data, f"{key}_ms")
         assert millis is not None
         try:
-            return _EPOCH + timedelta(milliseconds=millis)
+            return EPOCH + timedelta(milliseconds=millis)
         except OverflowError:
             raise ExportRequestError(f"{key}_ms", f"{millis} is out of range") from None
     return None if iso is None else parse_time(key, iso)

@@ -22,9 +22,8 @@ from typing import Any
 import duckdb
 
 from connectors.schema import EPISODE_SCHEMA
-from pipelines.catalog import CURRENT_ORDER, _typed_empty
-from pipelines.exports.request import _EPOCH, ALL_TENANTS, ExportFilters
-from pipelines.store import EpisodeStore
+from pipelines.exports.request import ALL_TENANTS, EPOCH, ExportFilters
+from pipelines.store.episodes import CURRENT_ORDER, EpisodeStore, typed_empty
 
 #: The view every export query reads from: the live files, with file name and row number.
 SOURCE = "export_src"
@@ -64,7 +63,7 @@ def create_source(con: duckdb.DuckDBPyConnection, store: EpisodeStore) -> None:
             "hive_partitioning = false)"
         )
         return
-    con.register("export_empty", _typed_empty(EPISODE_SCHEMA))
+    con.register("export_empty", typed_empty(EPISODE_SCHEMA))
     con.execute(
         f"CREATE TEMP TABLE {SOURCE} AS SELECT *, ''::VARCHAR AS filename, "
         "0::BIGINT AS file_row_number FROM export_empty"
@@ -162,9 +161,9 @@ def select(con: duckdb.DuckDBPyConnection, filters: ExportFilters) -> Selection:
         params.append(filters.created_before)
     if filters.observed_start_us is not None:
         where.append("v.observed_at >= ?::TIMESTAMPTZ")
-        params.append(_EPOCH + timedelta(microseconds=filters.observed_start_us))
+        params.append(EPOCH + timedelta(microseconds=filters.observed_start_us))
     if filters.observed_end_us is not None:
         where.append("v.observed_at <= ?::TIMESTAMPTZ")
-        params.append(_EPOCH + timedelta(microseconds=filters.observed_end_us))
+        params.append(EPOCH + timedelta(microseconds=filters.observed_end_us))
     join = " ANTI JOIN export_older o USING (filename, file_row_number)" if older else ""
     return Selection(f"FROM {SOURCE} v{join} WHERE " + "\n  AND ".join(where), params)

@@ -23,8 +23,8 @@ import duckdb
 from pipelines.exports import formats, markdown
 from pipelines.exports.request import ExportRequest
 from pipelines.exports.select import create_source, select
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 #: DuckDB's memory limit for an export: sorting spills to disk past it (peak RSS stays < 1 GiB).
 MEMORY_LIMIT = "640MB"

@@ -11,8 +11,6 @@ import polars as pl
 from connectors import registry
 from connectors.base import Connector
 from connectors.schema import SKIP_REASONS
-from pipelines.catalog import build_catalog
-from pipelines.ingest import ingest_dump
 from pipelines.orchestration.partitions import dumps_partitions
 from pipelines.orchestration.resources import (
     BackupResource,
@@ -21,7 +19,9 @@ from pipelines.orchestration.resources import (
     ImportSettings,
     LandingZone,
 )
-from pipelines.store import ImportResult
+from pipelines.store.catalog import build_catalog
+from pipelines.store.episodes import ImportResult
+from pipelines.store.ingest import ingest_dump
 
 #: Above this share of rejected records, the reject-rate check warns.
 REJECT_RATE_WARN = 0.10

@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.backups import take_snapshot
+from pipelines.backups.restore import prove, restore
+from pipelines.backups.retention import prune
+from pipelines.backups.snapshot import take_snapshot
 from pipelines.orchestration.assets import INGEST_ASSETS
 from pipelines.orchestration.jobs import catalog_job
 from pipelines.orchestration.resources import BackupResource, EpisodeStoreResource
-from pipelines.restore import prove, restore
-from pipelines.retention import prune
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
 
 BACKUP_GROUP = "backups"
 #: Backfills can start here; a day before the store's first ingest gives an empty snapshot.

@@ -9,7 +9,6 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.catalog import build_catalog
 from pipelines.exports import lifecycle
 from pipelines.exports.request import DEFAULT_TTL_HOURS, KNOWN_KEYS, ExportRequest
 from pipelines.exports.specs import load_specs
@@ -20,6 +19,7 @@ from pipelines.orchestration.resources import (
     ExportTarget,
     ImportSettings,
 )
+from pipelines.store.catalog import build_catalog
 
 EXPORT_GROUP = "exports"
 

@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 
 from connectors.errors import ConfigError
-from pipelines.locations import Location
 from pipelines.settings import DEFAULTS
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 
 class LandingZone(dg.ConfigurableResource):

@@ -6,10 +6,10 @@
 import dagster as dg
 
 from connectors import registry
-from pipelines.ingest import discover_dumps
 from pipelines.orchestration.jobs import INGEST_JOBS, ingest_job_name
 from pipelines.orchestration.partitions import dumps_partitions, dumps_partitions_name
 from pipelines.orchestration.resources import LandingZone
+from pipelines.store.ingest import discover_dumps
 
 
 @dg.sensor(

@@ -105,11 +105,11 @@ def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def ingest(system: str, dump: str, out: str, *, name: str, **options: Any) -> dict[str, int]:
     """Ingest ``dump`` (linked as ``name`` into a landing zone under ``out``) into a fresh store
-    there, through ``pipelines.ingest.ingest_dump`` (the code path the Dagster asset runs); its
+    there, through ``pipelines.store.ingest.ingest_dump`` (the code path the Dagster asset runs); its
     counts."""
-    from pipelines.ingest import ingest_dump
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.ingest import ingest_dump
+    from pipelines.store.locations import Location
 
     landing_dir = Path(out) / "landing" / system
     landing_dir.mkdir(parents=True)

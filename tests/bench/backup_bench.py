@@ -17,11 +17,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipelines.backups import take_snapshot
-from pipelines.ingest import ingest_dump
-from pipelines.locations import Location
-from pipelines.restore import prove, restore
-from pipelines.store import EpisodeStore
+from pipelines.backups.restore import prove, restore
+from pipelines.backups.snapshot import take_snapshot
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
 from tests.bench.ingest_bench import dump_for
 
 

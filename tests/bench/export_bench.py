@@ -38,7 +38,7 @@ def _generate(n: int, root: Path) -> None:
 
     from connectors.base import Batch
     from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
-    from pipelines.store import DumpInfo, EpisodeStore
+    from pipelines.store.episodes import DumpInfo, EpisodeStore
 
     words = "[" + ",".join("'" + w.replace("'", "''") + "'" for w in WORDS) + "]"
     sql = f"""
@@ -90,7 +90,7 @@ def store_for(n: int) -> Path:
 
 def _files(root: str) -> list[str]:
     from pipelines.exports.select import live_files
-    from pipelines.store import EpisodeStore
+    from pipelines.store.episodes import EpisodeStore
 
     return live_files(EpisodeStore.from_url(f"{root}/store"))
 
@@ -117,8 +117,8 @@ def _step(step: str, root: str, out: str) -> int:
         return pl.scan_parquet(files).select(pl.len()).collect().item()
     from pipelines.exports import lifecycle
     from pipelines.exports.request import ExportRequest
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.locations import Location
 
     request = ExportRequest.parse({"format": fmt, "tenant_id": "*"})
     m = lifecycle.export(EpisodeStore.from_url(f"{root}/store"), Location.from_url(out), request)

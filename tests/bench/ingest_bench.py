@@ -9,7 +9,7 @@ plus one of N/4 records. Each measurement runs in a fresh subprocess so peak res
 (ru_maxrss) is that step's alone:
 
 - floor: DuckDB ``read_json`` → Parquet ``COPY`` of the same file, default settings;
-- memport: ``pipelines.ingest.ingest_dump`` — the code path the Dagster asset runs — into a fresh
+- memport: ``pipelines.store.ingest.ingest_dump`` — the code path the Dagster asset runs — into a fresh
   store (connector, normalization, dedup, sorted Parquet parts, manifest).
 
 Targets (issue #2): wall time ≤ 1.5x the floor; peak RSS ≤ 1.5 GiB; peak RSS at N ≤ 1.25x the
@@ -83,7 +83,7 @@ def _memport(dump: str, out: str) -> int:
 
 def _child(step: str, dump: str, out: str) -> None:
     if step == "memport":  # import before the clock starts, as duckdb is for the floor
-        import pipelines.ingest  # noqa: F401
+        import pipelines.store.ingest  # noqa: F401
     report({"floor": _floor, "memport": _memport}[step], dump, out)
 
 

@@ -7,7 +7,7 @@ Generates (once, cached under ``.bench/``) a ChatGPT ``conversations.json`` of a
 ``BENCH_OPENAI_MB`` megabytes: conversations of 4-60 turns with a hidden system node, regenerated
 answers and edited questions (off-path branches), memory writes to ``bio`` with their tool
 confirmations, image parts, ``null`` message times, unicode and long assistant answers (up to
-~12 KB). The ingest runs ``pipelines.ingest.ingest_dump`` (the code path the Dagster asset runs)
+~12 KB). The ingest runs ``pipelines.store.ingest.ingest_dump`` (the code path the Dagster asset runs)
 in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own. Target (issue #3):
 peak RSS < 1 GiB.
 """
@@ -145,7 +145,7 @@ def _ingest(dump: str, out: str) -> dict[str, int]:
 
 
 def _child(dump: str, out: str) -> None:
-    import pipelines.ingest  # noqa: F401  (imported before the clock starts)
+    import pipelines.store.ingest  # noqa: F401  (imported before the clock starts)
 
     report(_ingest, dump, out)
 

@@ -7,7 +7,7 @@ Generates (once, cached under ``.bench/``) about ``BENCH_ZEP_MB`` megabytes of G
 edges as a graph export script writes them: one edge per line with its four bi-temporal times
 (RFC 3339 with nanoseconds, as Go writes them; null bounds), ~15% expired (superseded history),
 unicode facts, attributes, episode references and half of them with a 256-dim ``fact_embedding``
-(dropped on import). The ingest runs ``pipelines.ingest.ingest_dump`` (the asset's code path) in
+(dropped on import). The ingest runs ``pipelines.store.ingest.ingest_dump`` (the asset's code path) in
 a fresh subprocess, so its peak resident memory is its own. Target: peak RSS < 1 GiB.
 """
 
@@ -80,7 +80,7 @@ def _ingest(dump: str, out: str) -> dict[str, int]:
 
 
 def _child(dump: str, out: str) -> None:
-    import pipelines.ingest  # noqa: F401  (imported before the clock starts)
+    import pipelines.store.ingest  # noqa: F401  (imported before the clock starts)
 
     report(_ingest, dump, out)
 

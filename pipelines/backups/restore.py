@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from connectors.errors import BackupError
-from pipelines.backups import (
+from pipelines.backups.snapshot import (
     CHUNK,
     check_path,
     existing_objects,
@@ -30,9 +30,9 @@ from pipelines.backups import (
     read_manifest,
     snapshot_days,
 )
-from pipelines.catalog import build_catalog, connect
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 STORE_KINDS = ("episodes", "rejects", "imports")
 

@@ -8,7 +8,7 @@ until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
 Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
 ``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition),
 ``exports`` (every export from its manifest, newest first), ``snapshots`` (the backups, see
-``pipelines.backups``), and the table macro
+``pipelines.backups.snapshot``), and the table macro
 ``episodes_as_of(ts)`` for bi-temporal questions.
 """
 
@@ -26,15 +26,10 @@ import duckdb
 import polars as pl
 
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
-from pipelines.backups import SNAPSHOTS_SCHEMA, snapshots_frame
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore, dump_relpath
-
-#: The version of an episode that is current: the source's latest time, then the latest ingest.
-CURRENT_ORDER = (
-    "coalesce(updated_at, created_at, observed_at) DESC NULLS LAST, "
-    "ingested_at DESC, dump_uri DESC, dump_record DESC"
-)
+from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
+from pipelines.exports.lifecycle import manifests
+from pipelines.store.episodes import CURRENT_ORDER, EpisodeStore, dump_relpath, typed_empty
+from pipelines.store.locations import Location
 
 
 @dataclass(frozen=True)
@@ -47,19 +42,13 @@ class CatalogSummary:
     rejects: int
 
 
-def _typed_empty(schema: pl.Schema) -> pl.DataFrame:
-    """An empty frame of ``schema`` with enums as plain strings, as Parquet readers see them."""
-    frame = schema.to_frame()
-    return frame.with_columns(pl.col(pl.Enum).cast(pl.String))
-
-
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
     if files:
         # hive_partitioning off: the columns are the rows' own, never the folder names'
         # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
         return
-    con.register("empty", _typed_empty(schema))
+    con.register("empty", typed_empty(schema))
     con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")
     con.unregister("empty")
     con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
@@ -136,8 +125,6 @@ _EXPORT_COLUMNS: dict[str, pl.DataType] = {
 
 
 def _exports_frame(exports: Location | None) -> pl.DataFrame:
-    from pipelines.exports.lifecycle import manifests  # the exports package reads the store
-
     def ts(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
 

@@ -67,11 +67,12 @@ from typing import Any
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors import _records, _sources, _zep_map
-from connectors._records import Rejected
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
+from connectors.kit import records, sources
+from connectors.kit.records import Rejected
 from connectors.schema import RejectReason
+from connectors.zep import mapping
 
 NAME = "zep"
 VERSION = "1.0.0"
@@ -80,7 +81,7 @@ EXPECTED = (
 )
 
 #: Envelope list keys and the kind of their records (``None``: decided per record).
-_LISTS: dict[str, _zep_map.Kind | None] = {
+_LISTS: dict[str, mapping.Kind | None] = {
     "edges": "edge",
     "facts": "edge",
     "relevant_facts": "edge",
@@ -112,39 +113,39 @@ _LOOKAHEAD = 50
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     uri = fs.unstrip_protocol(path)
-    kind = _records.sniff(fs, path)
+    kind = records.sniff(fs, path)
     if kind == "empty":
         return
     if kind != "json":
         raise DumpFormatError(uri, EXPECTED, f"a {kind} file")
-    head = _sources.peek(fs, path)
+    head = sources.peek(fs, path)
     shape, first_keys = head.shape, list(head.first_keys)
     if shape == "lines":
         items = _lines(fs, path)
     elif shape == "array":
         items = _list(fs, path, "item", None, {}, 0)
-    elif _zep_map.classify(dict.fromkeys(first_keys)) in ("edge", "fact", "episode", "message"):
+    elif mapping.classify(dict.fromkeys(first_keys)) in ("edge", "fact", "episode", "message"):
         items = _single(fs, path)
     else:
         items = _envelope(fs, path, uri)
     first = list(islice(items, _LOOKAHEAD))
     objects = [item for item in first if isinstance(item[2], dict)]
-    if objects and not any(hint or _zep_map.classify(value) for _, _, value, hint, _ in objects):
+    if objects and not any(hint or mapping.classify(value) for _, _, value, hint, _ in objects):
         keys = ", ".join(list(objects[0][2])[:8]) or "no keys"
         raise DumpFormatError(uri, EXPECTED, f"records with keys: {keys}")
-    rows = (_zep_map.row(*item) for item in chain(first, items))
-    yield from _records.run(NAME, rows, fs, path, options)
+    rows = (mapping.row(*item) for item in chain(first, items))
+    yield from records.run(NAME, rows, fs, path, options)
 
 
 # --- reading: every source yields (pos, raw, value | Rejected, kind hint, envelope context) ------
 
 
-Item = tuple[int, str | None, Any, _zep_map.Kind | None, Mapping[str, str]]
+Item = tuple[int, str | None, Any, mapping.Kind | None, Mapping[str, str]]
 
 
 def _raw(value: Any) -> str | None:
     try:
-        return _records.dumps(value)
+        return records.dumps(value)
     except RecursionError:
         return None
 
@@ -153,22 +154,22 @@ def _list(
     fs: AbstractFileSystem,
     path: str,
     prefix: str,
-    hint: _zep_map.Kind | None,
+    hint: mapping.Kind | None,
     ctx: Mapping[str, str],
     start: int,
 ) -> Iterator[Item]:
     with fs.open(path, "rb") as f:
         try:
-            for pos, value in _records.json_items(f, prefix):
+            for pos, value in records.json_items(f, prefix):
                 yield start + pos, _raw(value), value, hint, ctx
-        except _records.Malformed as exc:
+        except records.Malformed as exc:
             why = str(exc).split("\\n")[0].split("\n")[0].replace(": b'", ": ")
             broken = Rejected(RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid {why}")
             yield start + exc.pos, None, broken, hint, ctx
 
 
 def _lines(fs: AbstractFileSystem, path: str) -> Iterator[Item]:
-    for frame in _sources.iter_json_lines(fs, path, batch_rows=10_000):
+    for frame in sources.iter_json_lines(fs, path, batch_rows=10_000):
         for pos, raw, reason, detail in frame.iter_rows():
             if reason is not None:
                 yield pos, raw, Rejected(RejectReason(reason), detail), None, {}
@@ -176,7 +177,7 @@ def _lines(fs: AbstractFileSystem, path: str) -> Iterator[Item]:
             try:
                 value = json.loads(raw)
             except RecursionError:
-                value = Rejected(RejectReason.TOO_DEEP, f"line nests deeper than {_records.MAX_DEPTH} levels")
+                value = Rejected(RejectReason.TOO_DEEP, f"line nests deeper than {records.MAX_DEPTH} levels")
             except ValueError as exc:
                 value = Rejected(RejectReason.INVALID_JSON, f"line is not valid JSON: {exc}")
             yield pos, raw, value, None, {}
@@ -185,7 +186,7 @@ def _lines(fs: AbstractFileSystem, path: str) -> Iterator[Item]:
 def _single(fs: AbstractFileSystem, path: str) -> Iterator[Item]:
     """One record saved alone (``graph.edge.get``, ``graph.episode.get``)."""
     try:
-        value = _records.load_document(fs, path, expected=EXPECTED)
+        value = records.load_document(fs, path, expected=EXPECTED)
     except Rejected as exc:
         yield 0, None, exc, None, {}
         return
@@ -213,7 +214,7 @@ def _scan_envelope(fs: AbstractFileSystem, path: str) -> tuple[list[str], list[s
     lists: list[str] = []
     ctx: dict[str, str] = {}
     with fs.open(path, "rb") as f:
-        if f.read(len(_records.BOM)) != _records.BOM:
+        if f.read(len(records.BOM)) != records.BOM:
             f.seek(0)
         try:
             for prefix, event, value in ijson.parse(f, use_float=True):

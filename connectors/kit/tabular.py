@@ -2,8 +2,8 @@
 
 :func:`items` tells the dump's kind from its content (never its name) and yields, in reading
 order, one :class:`Item` per record (a JSON object or a CSV row keyed by header name) or a staged
-reject row (``_records.reject``) for a record that could not even be parsed. The connector maps
-each item to a staged row; ``_records.run`` does the rest.
+reject row (``records.reject``) for a record that could not even be parsed. The connector maps
+each item to a staged row; ``records.run`` does the rest.
 
 * JSON: a bare array or an envelope object holding the array under one of the connector's keys,
   streamed with ijson (``pos`` = the item's index); a document that breaks off ends with one
@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
 
-from connectors import _sources
-from connectors._records import (
+from connectors.errors import DumpFormatError
+from connectors.kit import sources
+from connectors.kit.records import (
     Malformed,
     Rejected,
     Row,
@@ -43,7 +44,6 @@ from connectors._records import (
     sniff,
     str_list,
 )
-from connectors.errors import DumpFormatError
 from connectors.schema import RejectReason
 
 #: A CSV field may hold this many characters (far above the 100 KB content limit, so oversized
@@ -103,14 +103,14 @@ def items(
 
 def _first_line(fs: AbstractFileSystem, path: str) -> str:
     with fs.open(path, "rb") as f:
-        head = f.read(_HEAD_BYTES).removeprefix(_sources.BOM)
+        head = f.read(_HEAD_BYTES).removeprefix(sources.BOM)
     return next((line for line in head.decode("utf-8", "replace").splitlines() if line.strip()), "")
 
 
 def _json(
     fs: AbstractFileSystem, path: str, uri: str, expected: str, envelope_keys: tuple[str, ...]
 ) -> Iterator[Item | Row]:
-    head = _sources.peek(fs, path)
+    head = sources.peek(fs, path)
     if head.shape == "empty":
         return
     if head.shape == "lines":
@@ -138,7 +138,7 @@ def _json(
 
 def json_lines(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
     """JSON Lines: one record per non-blank line, ``pos`` the 0-based line number."""
-    for frame in _sources.iter_json_lines(fs, path, batch_rows=4096):
+    for frame in sources.iter_json_lines(fs, path, batch_rows=4096):
         for pos, line, reason, detail in frame.iter_rows():
             if reason is not None:
                 yield reject(pos, line, RejectReason(reason), f"line {pos + 1}: {detail}")

@@ -21,7 +21,7 @@ from typing import Any
 import dotenv
 import polars as pl
 
-from pipelines.backup_cli import add_commands, snapshot_in_dagster
+from pipelines.cli.backups import add_commands, snapshot_in_dagster
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
@@ -39,12 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from connectors import registry
-    from pipelines.catalog import connect
-    from pipelines.ingest import discover_dumps
-    from pipelines.locations import Location
     from pipelines.orchestration.definitions import defs
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
+    from pipelines.store.catalog import connect
+    from pipelines.store.ingest import discover_dumps
+    from pipelines.store.locations import Location
 
     landing = Location.from_url(setting("MEMPORT_LANDING_URL"))
     systems = args.system or list(registry.CONNECTORS)
@@ -140,7 +140,7 @@ def _first_error(result: object) -> str:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from pipelines.catalog import connect
+    from pipelines.store.catalog import connect
 
     with connect(setting("MEMPORT_CATALOG_PATH")) as con:
         frame = con.sql(args.query).pl()
@@ -211,9 +211,9 @@ def _export(args: argparse.Namespace) -> int:
     from connectors.errors import ExportRequestError
     from pipelines.exports import lifecycle
     from pipelines.exports.request import ExportRequest
-    from pipelines.locations import Location
     from pipelines.orchestration.exports import adhoc_export, expire_exports
     from pipelines.orchestration.resources import ExportProgress, resources_from_env
+    from pipelines.store.locations import Location
 
     config = _export_request(args)
     try:  # fail before any work, naming the field
@@ -253,7 +253,7 @@ def _print_export(m: dict[str, Any], exports: Any) -> None:
 def _export_status(args: argparse.Namespace) -> int:
     from connectors.errors import ExportError
     from pipelines.exports import lifecycle
-    from pipelines.locations import Location
+    from pipelines.store.locations import Location
 
     exports = Location.from_url(setting("MEMPORT_EXPORTS_URL"))
     try:
@@ -269,11 +269,11 @@ def _import_export(args: argparse.Namespace) -> int:
     """Import a READY export (json, ndjson, csv) into another memport store: the second half of a
     migration by export + import."""
     from connectors.errors import ExportError
-    from pipelines.catalog import build_catalog
     from pipelines.exports import lifecycle
     from pipelines.exports.reimport import import_export
-    from pipelines.locations import Location
-    from pipelines.store import EpisodeStore
+    from pipelines.store.catalog import build_catalog
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.locations import Location
 
     exports = Location.from_url(args.exports or setting("MEMPORT_EXPORTS_URL"))
     try:

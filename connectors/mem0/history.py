@@ -39,9 +39,9 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from connectors import _records
-from connectors._records import Rejected, Row
 from connectors.errors import DumpFormatError
+from connectors.kit import records
+from connectors.kit.records import Rejected, Row
 from connectors.schema import RejectReason
 
 EXPECTED = "Mem0 OSS history database (a SQLite file with a history table)"
@@ -82,7 +82,7 @@ def _read(con: sqlite3.Connection, uri: str) -> Iterator[Row]:
         tables = [_text(r[0]) for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         columns = [_text(r[1]) for r in con.execute("PRAGMA table_info(history)")]
     except sqlite3.DatabaseError as exc:
-        yield _records.reject(0, None, RejectReason.MALFORMED_DOCUMENT, f"database is unreadable: {exc}")
+        yield records.reject(0, None, RejectReason.MALFORMED_DOCUMENT, f"database is unreadable: {exc}")
         return
     if "history" not in tables:
         found = ", ".join(sorted(tables)) or "no tables"
@@ -109,7 +109,7 @@ def _read(con: sqlite3.Connection, uri: str) -> Iterator[Row]:
                 yield _row(pos, dict(zip(names, values, strict=True)))
                 pos += 1
     except sqlite3.DatabaseError as exc:
-        yield _records.reject(
+        yield records.reject(
             pos, None, RejectReason.MALFORMED_DOCUMENT, f"database breaks off after row {pos}: {exc}"
         )
 
@@ -119,7 +119,7 @@ def _text(value: Any) -> Any:
 
 
 def _raw(row: dict[str, Any]) -> str:
-    return _records.dumps({k: _text(v) for k, v in row.items() if not k.startswith("_")})
+    return records.dumps({k: _text(v) for k, v in row.items() if not k.startswith("_")})
 
 
 def _field(row: dict[str, Any], key: str) -> Any:
@@ -143,14 +143,14 @@ def _string(row: dict[str, Any], key: str) -> str | None:
 
 
 def _time(row: dict[str, Any], key: str, field: str) -> datetime | None:
-    return _records.parse_time(_field(row, key), field)
+    return records.parse_time(_field(row, key), field)
 
 
 def _row(pos: int, row: dict[str, Any]) -> Row:
     try:
         return _stage(pos, row)
     except Rejected as exc:
-        return _records.rejected(pos, _raw(row), exc)
+        return records.rejected(pos, _raw(row), exc)
 
 
 def _stage(pos: int, row: dict[str, Any]) -> Row:
@@ -201,7 +201,7 @@ def _stage(pos: int, row: dict[str, Any]) -> Row:
         "role": _string(row, "role"),
         "author": _string(row, "actor_id"),
         "status": status,
-        "metadata": _records.metadata(None, kept),
+        "metadata": records.metadata(None, kept),
         "observed_at": when,
         "created_at": created,
         "updated_at": when,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connectors._records import Rejected, json_type
+from connectors.kit.records import Rejected, json_type
 from connectors.schema import RejectReason
 
 

@@ -6,7 +6,7 @@ record that no canonical column took. Nothing the source had is dropped; JSON nu
 
 The common case is built by string concatenation from values DuckDB already parsed (no second
 parse of the record). A record flagged ``has_unknown`` (keys the connector does not know, see
-``_sources.RecordShape``) takes the exact path: ``json_merge_patch`` on the raw record. Source
+``sources.RecordShape``) takes the exact path: ``json_merge_patch`` on the raw record. Source
 metadata that is not an object, or that uses the reserved ``_source`` key itself, is kept whole
 under ``_source.metadata``.
 """
@@ -29,7 +29,7 @@ PARSED_CTE = """parsed AS (
 
 #: Reason a connector's SQL gives a record it cannot judge without the record's text, which the
 #: fast path carries only for records with unknown keys: the reader then re-reads from there
-#: with the text (see ``_sources.SqlRunner.over_array_file``). Never stored.
+#: with the text (see ``sources.SqlRunner.over_array_file``). Never stored.
 UNDECIDED = "undecided"
 
 

@@ -4,7 +4,7 @@ Every source produces the same *raw* relation ``(pos, raw, reason, detail)``: th
 position in the dump, its JSON text, and a reason code if the record was unusable before it could
 even be parsed (invalid UTF-8, a document that breaks off). DuckDB parses the records into the
 connector's typed fields (:class:`RecordShape`), the connector's SQL projects them to staged
-columns, and Polars takes over from there (see ``_normalize``).
+columns, and Polars takes over from there (see ``normalize``).
 
 A dump that is one JSON array is read in tiers, each resuming where the one before stopped:
 two DuckDB scans straight from the file, one per core (typed fields; record text and unknown-key
@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from connectors._sql import UNDECIDED
+from connectors.kit.sql import UNDECIDED
 from connectors.schema import RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -118,7 +118,7 @@ class RecordShape:
 
     ``struct`` maps field → DuckDB type (the ``json_transform`` structure and the ``read_json``
     columns); ``known`` lists every top-level key the connector maps or keeps, so a record with
-    any other key is flagged ``has_unknown`` and keeps it exactly (see ``_sql.metadata_sql``).
+    any other key is flagged ``has_unknown`` and keeps it exactly (see ``sql.metadata_sql``).
     """
 
     struct: dict[str, str]

@@ -14,7 +14,7 @@ Formats, told apart by content (never by file name):
 - an Assistants API list page ``{"object": "list", "data": [thread.message, ...]}`` (or a bare
   array of ``thread.message`` objects).
 
-ChatGPT mapping (the walk is in ``_chatgpt``): each node of a conversation's ``mapping`` is one
+ChatGPT mapping (the walk is in ``connectors.openai.chatgpt``): each node of a conversation's ``mapping`` is one
 record. Messages on the path from ``current_node`` to the root are ``message`` episodes,
 ``active``; messages on other branches are ``superseded``; ``message: null`` nodes and hidden
 system/tool/reasoning nodes are skip rejects (``empty_node``, ``hidden_node``); memory writes
@@ -47,10 +47,11 @@ from typing import IO, Any
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors import _archive, _chatgpt, _records
-from connectors._records import Rejected, Row
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
+from connectors.kit import archive, records
+from connectors.kit.records import Rejected, Row
+from connectors.openai import chatgpt
 from connectors.schema import RejectReason
 
 NAME = "openai"
@@ -66,11 +67,11 @@ Opener = Callable[[], IO[bytes]]
 
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
-    yield from _records.run(NAME, _rows(fs, path), fs, path, options)
+    yield from records.run(NAME, _rows(fs, path), fs, path, options)
 
 
 def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
-    kind = _records.sniff(fs, path)
+    kind = records.sniff(fs, path)
     counter = count()
     if kind == "empty":
         return
@@ -96,7 +97,7 @@ def _layout(opener: Opener, uri: str) -> tuple[str, str]:
     keys: list[str] = []
     page = False
     with opener() as f:
-        if f.read(len(_records.BOM)) != _records.BOM:
+        if f.read(len(records.BOM)) != records.BOM:
             f.seek(0)
         events = ijson.parse(f, use_float=True)
         try:
@@ -120,7 +121,7 @@ def _layout(opener: Opener, uri: str) -> tuple[str, str]:
         except StopIteration:
             pass
         except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-            raise _records.Malformed(0, str(exc)) from None
+            raise records.Malformed(0, str(exc)) from None
     if "data" in keys and {"has_more", "first_id", "last_id"} & set(keys):
         return "page", "data.item"
     if "id" in keys and _ACCOUNT_KEYS & set(keys):
@@ -137,13 +138,13 @@ def _document_rows(
     zip (``uri`` None) is one ``malformed_document`` reject, and the other entries still count."""
     try:
         kind, prefix = _layout(opener, uri or name)
-    except _records.Malformed as exc:
+    except records.Malformed as exc:
         yield _broken(next(counter), name, exc)
         return
     except DumpFormatError as exc:
         if uri is not None:
             raise
-        yield _records.reject(
+        yield records.reject(
             next(counter), name, RejectReason.MALFORMED_DOCUMENT, f"{name}: not conversations; {exc.found}"
         )
         return
@@ -151,11 +152,11 @@ def _document_rows(
         return
     with opener() as f:
         try:
-            for i, item in _records.json_items(f, prefix):
+            for i, item in records.json_items(f, prefix):
                 if uri is not None and i == 0 and kind == "items":
                     _check_first(item, uri)
                 yield from _item_rows(item, f"{name} item {i}", user_id, counter, page=kind == "page")
-        except _records.Malformed as exc:
+        except records.Malformed as exc:
             yield _broken(next(counter), name, exc)
 
 
@@ -165,15 +166,13 @@ def _check_first(item: Any, uri: str) -> None:
     ):
         return
     keys = ", ".join(list(item)[:8]) if isinstance(item, dict) else ""
-    found = f"objects with keys: {keys}" if isinstance(item, dict) else _records.json_type(item) + "s"
+    found = f"objects with keys: {keys}" if isinstance(item, dict) else records.json_type(item) + "s"
     raise DumpFormatError(uri, EXPECTED, f"a JSON array of {found}")
 
 
-def _broken(pos: int, label: str, exc: _records.Malformed) -> Row:
+def _broken(pos: int, label: str, exc: records.Malformed) -> Row:
     reason = RejectReason.INVALID_UTF8 if "UTF8" in str(exc) or "utf-8" in str(exc) else None
-    return _records.reject(
-        pos, None, reason or RejectReason.MALFORMED_DOCUMENT, f"{label}: JSON breaks {exc}"
-    )
+    return records.reject(pos, None, reason or RejectReason.MALFORMED_DOCUMENT, f"{label}: JSON breaks {exc}")
 
 
 def _item_rows(
@@ -185,13 +184,13 @@ def _item_rows(
     try:
         if not isinstance(item, dict):
             raise Rejected(
-                RejectReason.NOT_AN_OBJECT, f"a JSON {_records.json_type(item)}, not a conversation"
+                RejectReason.NOT_AN_OBJECT, f"a JSON {records.json_type(item)}, not a conversation"
             )
-        conversation = _chatgpt.Conversation(item, user_id)
+        conversation = chatgpt.Conversation(item, user_id)
     except Rejected as exc:
-        yield _records.reject(next(counter), _records.dumps(item), exc.reason, f"{where}: {exc.detail}")
+        yield records.reject(next(counter), records.dumps(item), exc.reason, f"{where}: {exc.detail}")
         return
-    yield from _chatgpt.rows(conversation, counter)
+    yield from chatgpt.rows(conversation, counter)
 
 
 # --- the export zip and user.json --------------------------------------------------------------
@@ -199,8 +198,8 @@ def _item_rows(
 
 def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterator[Row]:
     uri = fs.unstrip_protocol(path)
-    with _archive.open_zip(fs, path, expected=EXPECTED) as archive:
-        listed = _archive.entries(archive)
+    with archive.open_zip(fs, path, expected=EXPECTED) as zipped:
+        listed = archive.entries(zipped)
         shards = sorted((e for e in listed if _SHARD.fullmatch(e.basename)), key=lambda e: e.name)
         if not shards:
             names = ", ".join(e.name for e in listed[:8]) or "no files"
@@ -210,18 +209,18 @@ def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterato
         if account is not None and account.problem:
             yield _unsafe(next(counter), account)
         elif account is not None:
-            with _archive.open_entry(archive, account) as f:
+            with archive.open_entry(zipped, account) as f:
                 user_id = _user_id(f.read(_USER_JSON_MAX))
         for entry in shards:
             if entry.problem:
                 yield _unsafe(next(counter), entry)
                 continue
-            opener = functools.partial(_archive.open_entry, archive, entry)
+            opener = functools.partial(archive.open_entry, zipped, entry)
             yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
 
 
-def _unsafe(pos: int, entry: _archive.Entry) -> Row:
-    return _records.reject(
+def _unsafe(pos: int, entry: archive.Entry) -> Row:
+    return records.reject(
         pos, entry.name, RejectReason.UNSAFE_ARCHIVE_ENTRY, f"{entry.problem}; entry not read"
     )
 
@@ -236,7 +235,7 @@ def _sibling_user(fs: AbstractFileSystem, path: str) -> str | None:
 
 def _user_id(data: bytes) -> str | None:
     try:
-        account = json.loads(data.removeprefix(_records.BOM))
+        account = json.loads(data.removeprefix(records.BOM))
     except ValueError:
         return None
     value = account.get("id") if isinstance(account, dict) else None
@@ -249,19 +248,19 @@ _THREAD_PROMOTED = ("id", "object", "thread_id", "role", "content", "created_at"
 
 
 def _thread_message_row(item: Any, pos: int, where: str) -> Row:
-    raw = _records.dumps(item)
+    raw = records.dumps(item)
     try:
         if not isinstance(item, dict):
-            raise Rejected(RejectReason.NOT_AN_OBJECT, f"a JSON {_records.json_type(item)}")
+            raise Rejected(RejectReason.NOT_AN_OBJECT, f"a JSON {records.json_type(item)}")
         if item.get("object") not in (None, "thread.message"):
             raise Rejected(
                 RejectReason.BAD_VALUE, f"field object is {item.get('object')!r}, not thread.message"
             )
-        _records.check_depth(item, "message")
-        msg_id = _records.text(item, "id", required=True)
-        thread_id = _records.text(item, "thread_id", required=True)
+        records.check_depth(item, "message")
+        msg_id = records.text(item, "id", required=True)
+        thread_id = records.text(item, "thread_id", required=True)
         texts, kept = _thread_content(item.get("content"))
-        created = _records.parse_time(item.get("created_at"), "created_at", unit="s")
+        created = records.parse_time(item.get("created_at"), "created_at", unit="s")
         rest = {k: v for k, v in item.items() if k not in _THREAD_PROMOTED}
         rest["content"] = kept or None
         return {
@@ -271,36 +270,34 @@ def _thread_message_row(item: Any, pos: int, where: str) -> Row:
             "source_id": msg_id,
             "type": "message",
             "content": texts,
-            "role": _records.text(item, "role"),
+            "role": records.text(item, "role"),
             "source": "assistants",
-            "agent_id": _records.text(item, "assistant_id"),
+            "agent_id": records.text(item, "assistant_id"),
             "session_id": thread_id,
             "status": "active",
-            "metadata": _records.metadata(item.get("metadata"), rest),
+            "metadata": records.metadata(item.get("metadata"), rest),
             "observed_at": created,
             "created_at": created,
             "scope_conversation_id": thread_id,
             "scope_session_id": thread_id,
-            "scope_agent_id": _records.text(item, "assistant_id"),
+            "scope_agent_id": records.text(item, "assistant_id"),
         }
     except Rejected as exc:
-        return _records.reject(pos, raw, exc.reason, f"{where} (thread message): {exc.detail}")
+        return records.reject(pos, raw, exc.reason, f"{where} (thread message): {exc.detail}")
 
 
 def _thread_content(content: Any) -> tuple[str, list[Any]]:
     """The text parts joined; the other parts, and the text parts' annotations, kept."""
     if not isinstance(content, list):
-        kind = _records.json_type(content)
+        kind = records.json_type(content)
         reason = RejectReason.MISSING_FIELD if content is None else RejectReason.WRONG_TYPE
         raise Rejected(reason, f"field content is a JSON {kind}, expected an array")
     texts, kept = [], []
     for i, part in enumerate(content):
         if not isinstance(part, dict):
-            raise Rejected(
-                RejectReason.WRONG_TYPE, f"field content[{i}] is a JSON {_records.json_type(part)}"
-            )
+            raise Rejected(RejectReason.WRONG_TYPE, f"field content[{i}] is a JSON {records.json_type(part)}")
         if part.get("type") == "text" and isinstance(part.get("text"), dict):
-            value = _records.text(part["text"], "value")
+            value = records.text(part["text"], "value")
             if value:
                 texts.append(value)
             annotations = part["text"].get("annotations")

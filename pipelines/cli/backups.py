@@ -37,9 +37,9 @@ def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
     """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog."""
-    from pipelines.backups import manifest_path, read_check, read_manifest
-    from pipelines.locations import Location
+    from pipelines.backups.snapshot import manifest_path, read_check, read_manifest
     from pipelines.orchestration.definitions import defs
+    from pipelines.store.locations import Location
 
     day = day or datetime.now(UTC).date().isoformat()
     result = defs.resolve_job_def("snapshot_store").execute_in_process(
@@ -68,9 +68,9 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from pipelines.locations import Location
-    from pipelines.restore import restore
-    from pipelines.store import EpisodeStore
+    from pipelines.backups.restore import restore
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.locations import Location
 
     result = restore(
         Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL")),
@@ -91,8 +91,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from pipelines.locations import Location
-    from pipelines.retention import prune
+    from pipelines.backups.retention import prune
+    from pipelines.store.locations import Location
 
     result = prune(
         Location.from_url(setting("MEMPORT_BACKUP_URL")),
@@ -111,10 +111,10 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     """Snapshot the configured store as of now, then restore that snapshot at the new place."""
-    from pipelines.backups import take_snapshot
-    from pipelines.locations import Location
-    from pipelines.restore import restore
-    from pipelines.store import EpisodeStore
+    from pipelines.backups.restore import restore
+    from pipelines.backups.snapshot import take_snapshot
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.locations import Location
 
     backup = Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL"))
     day = datetime.now(UTC).date().isoformat()

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pipelines.backups import existing_objects, object_path, read_manifest, snapshot_days
-from pipelines.locations import Location
+from pipelines.backups.snapshot import existing_objects, object_path, read_manifest, snapshot_days
+from pipelines.store.locations import Location
 
 #: Copies in ``tmp/`` older than this are leftovers of a crashed snapshot.
 TMP_GRACE = timedelta(hours=24)

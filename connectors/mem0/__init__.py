@@ -15,9 +15,9 @@ every other field the record had (``app_id``, ``hash``, ``expiration_date``, unk
 kept under its ``_source`` key.
 
 Other Mem0 dumps are told apart by content, never by name, and read on the record path: a SQLite
-file is the OSS history database (``_mem0_history``: every ADD/UPDATE/DELETE row a version of its
+file is the OSS history database (``connectors.mem0.history``: every ADD/UPDATE/DELETE row a version of its
 memory), a zip is an OpenMemory backup and a JSON object with ``memories`` and ``user`` its
-``memories.json`` (``_mem0_backup``), and any other JSON object that reads as a filled-in schema
+``memories.json`` (``connectors.mem0.backup``), and any other JSON object that reads as a filled-in schema
 is a ``get_memory_export`` result, imported whole as one ``document``. The JSON arrays, envelopes
 and JSON Lines above keep the SQL path.
 """
@@ -28,9 +28,11 @@ from collections.abc import Iterator
 
 from fsspec import AbstractFileSystem
 
-from connectors import _mem0_backup, _mem0_history, _normalize, _records, _sources
-from connectors._sources import RecordShape
-from connectors._sql import (
+from connectors.base import Batch, Connector, ReadOptions
+from connectors.errors import DumpFormatError
+from connectors.kit import normalize, records, sources
+from connectors.kit.sources import RecordShape
+from connectors.kit.sql import (
     PARSED_CTE,
     UNDECIDED,
     looks_non_string,
@@ -39,8 +41,7 @@ from connectors._sql import (
     not_a_list,
     not_a_string,
 )
-from connectors.base import Batch, Connector, ReadOptions
-from connectors.errors import DumpFormatError
+from connectors.mem0 import backup, history
 
 NAME = "mem0"
 VERSION = "1.0.0"
@@ -182,19 +183,19 @@ _EXPECTED = (
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     """Yield the Mem0 memories in the dump at ``path`` as canonical batches."""
-    kind = _records.sniff(fs, path)
+    kind = records.sniff(fs, path)
     if kind == "sqlite":
-        yield from _records.run(NAME, _mem0_history.rows(fs, path), fs, path, options)
+        yield from records.run(NAME, history.rows(fs, path), fs, path, options)
         return
     if kind == "zip":
-        yield from _records.run(NAME, _mem0_backup.zip_rows(fs, path), fs, path, options)
+        yield from records.run(NAME, backup.zip_rows(fs, path), fs, path, options)
         return
     if kind == "json":
-        head = _sources.peek(fs, path)
+        head = sources.peek(fs, path)
         if head.shape == "object" and "results" not in head.first_keys:
-            yield from _records.run(NAME, _object_rows(fs, path, head.first_keys), fs, path, options)
+            yield from records.run(NAME, _object_rows(fs, path, head.first_keys), fs, path, options)
             return
-    yield from _normalize.run(
+    yield from normalize.run(
         NAME,
         _SQL,
         _SHAPE,
@@ -206,22 +207,22 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     )
 
 
-def _object_rows(fs: AbstractFileSystem, path: str, keys: tuple[str, ...]) -> Iterator[_records.Row]:
+def _object_rows(fs: AbstractFileSystem, path: str, keys: tuple[str, ...]) -> Iterator[records.Row]:
     """A JSON object that is not a ``results`` envelope: an OpenMemory ``memories.json`` snapshot
     (streamed), else a ``get_memory_export`` result (one document), else not a Mem0 dump."""
     if "memories" in keys and "user" in keys:
-        yield from _mem0_backup.snapshot_rows(lambda: fs.open(path, "rb"))
+        yield from backup.snapshot_rows(lambda: fs.open(path, "rb"))
         return
     uri = fs.unstrip_protocol(path)
     try:
-        doc = _records.load_document(fs, path, expected=_EXPECTED, max_bytes=_mem0_backup.MAX_EXPORT_BYTES)
-    except _records.Rejected as exc:  # broken before it could tell what it is
-        yield _records.rejected(0, None, exc)
+        doc = records.load_document(fs, path, expected=_EXPECTED, max_bytes=backup.MAX_EXPORT_BYTES)
+    except records.Rejected as exc:  # broken before it could tell what it is
+        yield records.rejected(0, None, exc)
         return
-    found = _mem0_backup.classify_object(doc)
+    found = backup.classify_object(doc)
     if found is not None:
         raise DumpFormatError(uri, _EXPECTED, found)
-    yield _mem0_backup.export_row(fs, path, fs.cat_file(path), doc)
+    yield backup.export_row(fs, path, fs.cat_file(path), doc)
 
 
 CONNECTOR = Connector(

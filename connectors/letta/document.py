@@ -20,7 +20,7 @@ from typing import Any
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors._records import BOM, MAX_DEPTH, Rejected, read_whole
+from connectors.kit.records import BOM, MAX_DEPTH, Rejected, read_whole
 from connectors.schema import RejectReason
 
 #: An agent file larger than this is not read at once (real ones are a few MB).

@@ -10,7 +10,7 @@ the same way. From the snapshot, ``user`` gives the external user id (``memories
 the internal UUID, kept in metadata), ``apps`` and ``categories`` turn ids into names; the other
 sections (``memory_categories``, ``status_history``, ``access_controls``, ``export_meta``) repeat
 what each memory carries or describe the export, and are not read. Entries are read in place
-through ``_archive``; an unsafe entry that would have been read is an ``unsafe_archive_entry``
+through ``archive``; an unsafe entry that would have been read is an ``unsafe_archive_entry``
 reject.
 
 Mapping: a memory is one ``observation``, idempotency key ``mem0:<id>`` (OpenMemory keeps Mem0's
@@ -46,9 +46,9 @@ from typing import IO, Any
 import ijson
 from fsspec import AbstractFileSystem
 
-from connectors import _archive, _records
-from connectors._records import Rejected, Row
 from connectors.errors import DumpFormatError
+from connectors.kit import archive, records
+from connectors.kit.records import Rejected, Row
 from connectors.schema import RejectReason
 
 EXPECTED_ZIP = "Mem0 OpenMemory backup (a zip holding memories.json or memories.jsonl.gz)"
@@ -78,8 +78,8 @@ class Context:
 
 def zip_rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
     """The memories of an OpenMemory backup zip, as staged rows."""
-    with _archive.open_zip(fs, path, expected=EXPECTED_ZIP) as archive:
-        entries = _archive.entries(archive)
+    with archive.open_zip(fs, path, expected=EXPECTED_ZIP) as zipped:
+        entries = archive.entries(zipped)
         candidates = [e for name in _ENTRIES for e in entries if e.basename == name]
         if not candidates:
             names = ", ".join(e.name for e in entries[:8]) or "no files"
@@ -87,12 +87,12 @@ def zip_rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
         pos = 0
         for entry in candidates:
             if entry.problem is not None:
-                yield _records.reject(pos, None, RejectReason.UNSAFE_ARCHIVE_ENTRY, entry.problem)
+                yield records.reject(pos, None, RejectReason.UNSAFE_ARCHIVE_ENTRY, entry.problem)
                 pos += 1
                 continue
 
-            def opener(entry: _archive.Entry = entry) -> contextlib.AbstractContextManager[IO[bytes]]:
-                return _archive.open_entry(archive, entry)
+            def opener(entry: archive.Entry = entry) -> contextlib.AbstractContextManager[IO[bytes]]:
+                return archive.open_entry(zipped, entry)
 
             if entry.basename == "memories.json":
                 yield from snapshot_rows(opener, start=pos)
@@ -104,22 +104,22 @@ def zip_rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
 def snapshot_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
     """The memories of a ``memories.json`` snapshot (or a bare array of memories), streamed."""
     with opener() as f:
-        head = f.read(64).removeprefix(_records.BOM).lstrip()
+        head = f.read(64).removeprefix(records.BOM).lstrip()
     is_array = head[:1] == b"["
     context = Context() if is_array else _context(opener)
     pos = start
     with opener() as f:
         try:
-            for i, item in _records.json_items(f, "item" if is_array else "memories.item"):
+            for i, item in records.json_items(f, "item" if is_array else "memories.item"):
                 pos = start + i
                 yield _memory_row(pos, item, context)
                 pos += 1
-        except _records.Malformed as exc:
-            yield _records.reject(
+        except records.Malformed as exc:
+            yield records.reject(
                 start + exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"memories.json breaks off {exc}"
             )
         except _BROKEN as exc:
-            yield _records.reject(
+            yield records.reject(
                 pos,
                 None,
                 RejectReason.MALFORMED_DOCUMENT,
@@ -163,10 +163,10 @@ def lines_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
             for line in lines:
                 if not line.strip():
                     continue
-                yield _line_row(pos, line.removeprefix(_records.BOM) if pos == start else line)
+                yield _line_row(pos, line.removeprefix(records.BOM) if pos == start else line)
                 pos += 1
         except _BROKEN as exc:
-            yield _records.reject(
+            yield records.reject(
                 pos,
                 None,
                 RejectReason.MALFORMED_DOCUMENT,
@@ -179,53 +179,51 @@ def _line_row(pos: int, line: bytes) -> Row:
         textual = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raw = line.decode("utf-8", "replace")
-        return _records.reject(
+        return records.reject(
             pos, raw, RejectReason.INVALID_UTF8, f"line is not valid UTF-8 at byte {exc.start}"
         )
     try:
         record = json.loads(textual)
     except RecursionError:
-        return _records.reject(
-            pos, textual, RejectReason.TOO_DEEP, f"line nests deeper than {_records.MAX_DEPTH} levels"
+        return records.reject(
+            pos, textual, RejectReason.TOO_DEEP, f"line nests deeper than {records.MAX_DEPTH} levels"
         )
     except ValueError:
-        return _records.reject(pos, textual, RejectReason.INVALID_JSON, "line is not valid JSON")
+        return records.reject(pos, textual, RejectReason.INVALID_JSON, "line is not valid JSON")
     return _memory_row(pos, record, Context(), raw=textual.rstrip("\r\n"))
 
 
 def _memory_row(pos: int, record: Any, context: Context, *, raw: str | None = None) -> Row:
-    raw = raw if raw is not None else _records.dumps(record)
+    raw = raw if raw is not None else records.dumps(record)
     if not isinstance(record, dict):
-        kind = _records.json_type(record)
-        return _records.reject(
-            pos, raw, RejectReason.NOT_AN_OBJECT, f"memory is a JSON {kind}, not an object"
-        )
+        kind = records.json_type(record)
+        return records.reject(pos, raw, RejectReason.NOT_AN_OBJECT, f"memory is a JSON {kind}, not an object")
     try:
         return _stage_memory(pos, raw, record, context)
     except Rejected as exc:
-        return _records.rejected(pos, raw, exc)
+        return records.rejected(pos, raw, exc)
 
 
 def _stage_memory(pos: int, raw: str, record: dict[str, Any], context: Context) -> Row:
-    _records.check_depth(record, "memory")
-    memory_id = _records.ident(record, "id")
-    content = _records.text(record, "content" if "content" in record else "memory")
-    state = _records.text(record, "state") or "active"
+    records.check_depth(record, "memory")
+    memory_id = records.ident(record, "id")
+    content = records.text(record, "content" if "content" in record else "memory")
+    state = records.text(record, "state") or "active"
     if state not in _STATES:
         raise Rejected(
             RejectReason.BAD_VALUE, f"state {state!r} is not one of active|paused|archived|deleted"
         )
-    created = _records.parse_time(record.get("created_at"), "created_at")
-    updated = _records.parse_time(record.get("updated_at"), "updated_at")
-    archived = _records.parse_time(record.get("archived_at"), "archived_at")
-    deleted = _records.parse_time(record.get("deleted_at"), "deleted_at")
-    app_id = _records.ident(record, "app_id")
-    app = _records.text(record, "app") or context.apps.get(app_id or "", app_id)
-    categories = _records.str_list(record.get("categories"), "categories")
+    created = records.parse_time(record.get("created_at"), "created_at")
+    updated = records.parse_time(record.get("updated_at"), "updated_at")
+    archived = records.parse_time(record.get("archived_at"), "archived_at")
+    deleted = records.parse_time(record.get("deleted_at"), "deleted_at")
+    app_id = records.ident(record, "app_id")
+    app = records.text(record, "app") or context.apps.get(app_id or "", app_id)
+    categories = records.str_list(record.get("categories"), "categories")
     if categories is None and record.get("category_ids") is not None:
-        ids = _records.str_list(record.get("category_ids"), "category_ids") or []
+        ids = records.str_list(record.get("category_ids"), "category_ids") or []
         categories = [context.categories.get(c, c) for c in ids]
-    internal_user = _records.ident(record, "user_id")
+    internal_user = records.ident(record, "user_id")
     user = context.user
     known_user = user.get("user_id") if isinstance(user.get("user_id"), str) else None
     user_id = known_user if known_user and internal_user in (None, str(user.get("id"))) else internal_user
@@ -242,7 +240,7 @@ def _stage_memory(pos: int, raw: str, record: dict[str, Any], context: Context) 
         "user_id": user_id,
         "status": status,
         "categories": categories,
-        "metadata": _records.metadata(record.get("metadata"), rest),
+        "metadata": records.metadata(record.get("metadata"), rest),
         "observed_at": created,
         "created_at": created,
         "updated_at": updated,
@@ -258,7 +256,7 @@ def _stage_memory(pos: int, raw: str, record: dict[str, Any], context: Context) 
 def classify_object(doc: Any) -> str | None:
     """None if ``doc`` reads as a memory-export result, else what it is instead (for the error)."""
     if not isinstance(doc, dict):
-        return f"a JSON {_records.json_type(doc)} document"
+        return f"a JSON {records.json_type(doc)} document"
     keys = ", ".join(list(doc)[:8]) or "no keys"
     if set(doc) == {"message", "id"}:
         return (
@@ -276,7 +274,7 @@ def classify_object(doc: Any) -> str | None:
 
 def export_row(fs: AbstractFileSystem, path: str, data: bytes, doc: dict[str, Any]) -> Row:
     """The whole export object as one ``document`` staged row."""
-    textual = data.removeprefix(_records.BOM).decode("utf-8")
+    textual = data.removeprefix(records.BOM).decode("utf-8")
     export_id = next(
         (doc[k] for k in ("memory_export_id", "export_id") if isinstance(doc.get(k), str) and doc[k]), None
     )
@@ -289,7 +287,7 @@ def export_row(fs: AbstractFileSystem, path: str, data: bytes, doc: dict[str, An
         "type": "document",
         "content": textual,
         "status": "active",
-        "metadata": _records.metadata(None, {"kind": "get_memory_export"}),
+        "metadata": records.metadata(None, {"kind": "get_memory_export"}),
         "observed_at": modified_time(fs, path),
     }
 

@@ -17,9 +17,9 @@ import polars_hash as plh
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from connectors import _sources
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
+from connectors.kit import sources
 from connectors.schema import (
     EPISODE_SCHEMA,
     EPISODE_TYPES,
@@ -64,7 +64,7 @@ STAGED_COLUMNS = (
 def run(
     system: str,
     inner_sql: str,
-    shape: _sources.RecordShape,
+    shape: sources.RecordShape,
     fs: AbstractFileSystem,
     path: str,
     options: ReadOptions,
@@ -80,7 +80,7 @@ def run(
     """
     uri = fs.unstrip_protocol(path)
     ingested_at = datetime.now(UTC)
-    head = _sources.peek(fs, path)
+    head = sources.peek(fs, path)
     if head.shape == "empty":
         return
     if head.shape == "object":
@@ -88,16 +88,16 @@ def run(
         if prefix is None:
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
-    runner = _sources.SqlRunner(inner_sql, shape, options.batch_rows)
+    runner = sources.SqlRunner(inner_sql, shape, options.batch_rows)
     tables: Generator[tuple[pa.Table, pa.Table], None, None]
     if head.shape == "lines":
-        tables = runner.over_chunks(_sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
+        tables = runner.over_chunks(sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
     elif head.shape == "array":
         tables = _array(runner, fs, path, head, options)
     else:
         assert prefix is not None
         tables = runner.over_chunks(
-            _sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
+            sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
         )
     try:
         for staged, raw in tables:
@@ -108,10 +108,10 @@ def run(
 
 
 def _array(
-    runner: _sources.SqlRunner,
+    runner: sources.SqlRunner,
     fs: AbstractFileSystem,
     path: str,
-    head: _sources.Peek,
+    head: sources.Peek,
     options: ReadOptions,
 ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
     """A JSON array: the fastest reader that can read it, each resuming where the last stopped.
@@ -127,12 +127,10 @@ def _array(
                     consumed += raw.num_rows
                     yield staged, raw
                 return
-            except _sources.ScanError:
+            except sources.ScanError:
                 continue
     yield from runner.over_chunks(
-        _sources.iter_json_items(
-            fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed
-        )
+        sources.iter_json_items(fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed)
     )
 
 
@@ -279,7 +277,7 @@ def finish(
         return Batch(episodes=episodes, rejects=REJECT_SCHEMA.to_frame(), read=staged.height)
     rejected = frame.filter(pl.col("failed")).with_columns(reason=reason, detail=detail)
     rejects = (
-        rejected.join(_sources.record_text(raw, rejected["pos"].to_arrow()), on="pos", how="left")
+        rejected.join(sources.record_text(raw, rejected["pos"].to_arrow()), on="pos", how="left")
         .select(
             tenant_id=pl.lit(options.tenant_id),
             source_system=pl.lit(system),

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors import _records
-from connectors._letta_json import Document
-from connectors._letta_text import calls_send_message, message_text
-from connectors._records import Rejected, Row, ident, json_type, parse_time, str_list, text
+from connectors.kit import records
+from connectors.kit.records import Rejected, Row, ident, json_type, parse_time, str_list, text
+from connectors.letta.document import Document
+from connectors.letta.messages import calls_send_message, message_text
 from connectors.schema import RejectReason
 
 #: Agent types whose user-visible reply is only ever the ``send_message`` tool call.
@@ -51,7 +51,7 @@ def without_vectors(record: dict[str, Any]) -> dict[str, Any]:
 
 def raw_text(record: Any) -> str | None:
     try:
-        return _records.dumps(without_vectors(record) if isinstance(record, dict) else record)
+        return records.dumps(without_vectors(record) if isinstance(record, dict) else record)
     except (RecursionError, ValueError):
         return None
 
@@ -67,13 +67,13 @@ def metadata(record: dict[str, Any], promoted: tuple[str, ...], derived: dict[st
     meta_key = "metadata" if "metadata" in record else "metadata_"
     rest = {k: v for k, v in without_vectors(record).items() if k not in promoted and k != meta_key}
     if not derived:
-        return _records.metadata(record.get(meta_key), rest)
-    out = json.loads(_records.metadata(record.get(meta_key), rest))
+        return records.metadata(record.get(meta_key), rest)
+    out = json.loads(records.metadata(record.get(meta_key), rest))
     out["_letta"] = derived
-    return _records.dumps(out)
+    return records.dumps(out)
 
 
-def records(container: dict[str, Any], key: str, where: str) -> list[Any]:
+def record_list(container: dict[str, Any], key: str, where: str) -> list[Any]:
     value = container.get(key)
     if value is None:
         return []
@@ -91,7 +91,7 @@ def skip(reason: RejectReason, detail: str) -> Rejected:
 def placed(pos: int, raw: str | None, exc: Rejected, where: str) -> Row:
     """The reject row, its detail naming the place in the document."""
     detail = exc.detail if exc.detail.startswith(where) else f"{where}: {exc.detail}"
-    return _records.reject(pos, raw, exc.reason, detail)
+    return records.reject(pos, raw, exc.reason, detail)
 
 
 # --- the agent file ---------------------------------------------------------------------------
@@ -115,15 +115,15 @@ class AgentFile:
         else:
             yield from self._v1()
         if self.doc.broken is not None:
-            yield _records.rejected(0, None, self.doc.broken)
+            yield records.rejected(0, None, self.doc.broken)
 
     # v2: {"agents": [...], "blocks": [...], "files": [...], "tools": [...], ...}
     def _v2(self) -> Iterator[Row]:
         top = self.value
         try:
-            agents_raw = records(top, "agents", "")
+            agents_raw = record_list(top, "agents", "")
         except Rejected as exc:
-            yield _records.rejected(0, raw_text(top.get("agents")), exc)
+            yield records.rejected(0, raw_text(top.get("agents")), exc)
             agents_raw = []
         agents = [self._agent(a, f"agents[{i}]") for i, a in enumerate(agents_raw)]
         exported = self._time(top.get("created_at"), "created_at (of the agent file)")
@@ -165,7 +165,7 @@ class AgentFile:
     def _list(self, container: dict[str, Any], key: str, where: str = "") -> Iterator[tuple[int, Any]]:
         """The finished items of a record list (a wrong type is one reject)."""
         try:
-            items = records(container, key, where)
+            items = record_list(container, key, where)
         except Rejected as exc:
             yield -1, exc
             return
@@ -220,7 +220,7 @@ class AgentFile:
         own = {k: v for k, v in record.items() if k not in _AGENT_RECORD_LISTS}  # its records are rows
         raw = raw_text(own)
         try:
-            _records.check_depth(own, agent.where)
+            records.check_depth(own, agent.where)
             local = ident(record, "id", required=self.v2) or "agent"
             system = text(record, "system")
             if not system or not system.strip():
@@ -256,7 +256,7 @@ class AgentFile:
     def _messages(self, record: Any, agent: Agent) -> Iterator[Row]:
         if not isinstance(record, dict):
             if self.doc.finished(record):
-                yield _records.reject(
+                yield records.reject(
                     0,
                     raw_text(record),
                     RejectReason.NOT_AN_OBJECT,
@@ -265,7 +265,7 @@ class AgentFile:
             return
         for i, message in self._list(record, "messages", f"{agent.where}."):
             if isinstance(message, Rejected):
-                yield _records.rejected(0, raw_text(record.get("messages")), message)
+                yield records.rejected(0, raw_text(record.get("messages")), message)
             else:
                 yield self._message(message, i, agent)
 
@@ -273,7 +273,7 @@ class AgentFile:
         where = f"{agent.where}.messages[{index}]"
         raw = raw_text(msg)
         try:
-            msg = _records.record_object(msg, where)
+            msg = records.record_object(msg, where)
             local = ident(msg, "id", required=self.v2)
             if local is None:
                 local = f"messages[{index}]"  # legacy files have no message ids
@@ -321,10 +321,10 @@ class AgentFile:
         index: int | None,
     ) -> Row:
         if isinstance(block, Rejected):
-            return _records.rejected(0, None, block)
+            return records.rejected(0, None, block)
         raw = raw_text(block)
         try:
-            block = _records.record_object(block, where)
+            block = records.record_object(block, where)
             local = ident(block, "id", required=self.v2) or f"core_memory[{index}]"
             label = text(block, "label")
             where = f"{where} ({local}, {label})"
@@ -360,10 +360,10 @@ class AgentFile:
         self, file: Any, where: str, owner: Agent | None, fallback: Callable[[], datetime | None]
     ) -> Row:
         if isinstance(file, Rejected):
-            return _records.rejected(0, None, file)
+            return records.rejected(0, None, file)
         raw = raw_text(file)
         try:
-            file = _records.record_object(file, where)
+            file = records.record_object(file, where)
             local = ident(file, "id", required=True)
             assert local is not None
             name = text(file, "file_name")
@@ -397,7 +397,7 @@ class AgentFile:
 
     def _config(self, item: Any, where: str, kind: str, *, keep_raw: bool) -> Row:
         if isinstance(item, Rejected):
-            return _records.rejected(0, None, item)
+            return records.rejected(0, None, item)
         name = None
         if isinstance(item, dict):
             name = next(
@@ -407,7 +407,7 @@ class AgentFile:
         why = "agent configuration, not memory"
         if not keep_raw:
             why += "; its settings may hold credentials and are not kept"
-        return _records.reject(
+        return records.reject(
             0, raw_text(item) if keep_raw else None, RejectReason.HIDDEN_NODE, f"{label}: {why}"
         )
 

@@ -13,11 +13,11 @@ Formats, told apart by content (never by name):
 * **Archival passages** (not in the ``.af``; ``GET /v1/agents/{id}/archival-memory``): a JSON
   array or JSON Lines of passage objects (or one passage object), streamed.
 
-An agent file is read whole (a few MB): :mod:`connectors._letta_json` hashes the very bytes it
-parses (hence its own parser over ``_records.read_whole`` rather than ``_records.load_document``).
+An agent file is read whole (a few MB): :mod:`connectors.letta.document` hashes the very bytes it
+parses (hence its own parser over ``records.read_whole`` rather than ``records.load_document``).
 A broken one (cut short, invalid JSON or UTF-8 past some point) keeps every record finished
 before the break and ends with one ``malformed_document`` / ``invalid_utf8`` reject naming where
-it broke; a record nested deeper than ``_records.MAX_DEPTH`` is one ``too_deep`` reject.
+it broke; a record nested deeper than ``records.MAX_DEPTH`` is one ``too_deep`` reject.
 Mapping (``source`` = ``agent_file`` or ``archival_memory``):
 
 * A **message** becomes a ``message`` episode at its ``created_at``, with the text Letta really
@@ -75,18 +75,18 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from connectors import _records
-from connectors._letta_af import (
+from connectors.base import Batch, Connector, ReadOptions
+from connectors.errors import DumpFormatError
+from connectors.kit import records
+from connectors.kit.records import Rejected, Row, ident, json_type, parse_time, str_list, text
+from connectors.letta.agentfile import (
     AgentFile,
     metadata,
     placed,
     raw_text,
     user_from_tags,
 )
-from connectors._letta_json import read_document
-from connectors._records import Rejected, Row, ident, json_type, parse_time, str_list, text
-from connectors.base import Batch, Connector, ReadOptions
-from connectors.errors import DumpFormatError
+from connectors.letta.document import read_document
 from connectors.schema import RejectReason
 
 NAME = "letta"
@@ -101,7 +101,7 @@ _PASSAGE_PROMOTED = ("id", "text", "is_deleted", "created_at", "updated_at", "ta
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     """Yield the Letta agent file or passages dump at ``path`` as canonical batches."""
-    kind = _records.sniff(fs, path)
+    kind = records.sniff(fs, path)
     if kind == "empty":
         return
     uri = fs.unstrip_protocol(path)
@@ -115,7 +115,7 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         rows = _passages(_lines(fs, path), _line_place, uri)
     else:
         rows = _document(fs, path, uri)
-    yield from _records.run(NAME, rows, fs, path, options)
+    yield from records.run(NAME, rows, fs, path, options)
 
 
 #: How much of the head is looked at to tell a passages JSON Lines file from one document.
@@ -131,7 +131,7 @@ def _shape(fs: AbstractFileSystem, path: str) -> str:
     the margin (not a document's indented body), is JSON Lines.
     """
     with fs.open(path, "rb") as f:
-        head = f.read(_HEAD_BYTES).removeprefix(_records.BOM).lstrip()
+        head = f.read(_HEAD_BYTES).removeprefix(records.BOM).lstrip()
     if head[:1] == b"[":
         return "array"
     if head[:1] != b"{":
@@ -163,10 +163,10 @@ def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
         items = [
             (i, v) for i, v in enumerate(value if isinstance(value, list) else [value]) if doc.finished(v)
         ]
-        ends = [_records.rejected(len(items), None, doc.broken)] if doc.broken else []
+        ends = [records.rejected(len(items), None, doc.broken)] if doc.broken else []
         rows = itertools.chain(_passages(items, _item_place, uri), ends)
     elif doc.broken is not None and not isinstance(value, dict):
-        rows = [_records.rejected(0, None, doc.broken)]
+        rows = [records.rejected(0, None, doc.broken)]
     else:
         found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
         if not isinstance(value, dict):
@@ -191,8 +191,8 @@ def _is_passage(value: Any) -> bool:
 def _array_items(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     with fs.open(path, "rb") as f:
         try:
-            yield from _records.json_items(f, "item")
-        except _records.Malformed as exc:
+            yield from records.json_items(f, "item")
+        except records.Malformed as exc:
             problem = Rejected(
                 RejectReason.MALFORMED_DOCUMENT, f"the passages array breaks off or turns invalid: {exc}"
             )
@@ -219,7 +219,7 @@ def _lines(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value or :class:`_BadLine`) for each non-blank line of JSON Lines."""
     with fs.open(path, "rb") as f:
         for number, line in enumerate(f):
-            line = (line.removeprefix(_records.BOM) if number == 0 else line).rstrip(b"\r\n")
+            line = (line.removeprefix(records.BOM) if number == 0 else line).rstrip(b"\r\n")
             if not line.strip():
                 continue
             where = f"line {number + 1}"
@@ -248,7 +248,7 @@ def _passages(items: Iterable[tuple[int, Any]], place: Callable[[int], str], uri
     checked = False
     for pos, item in items:
         if isinstance(item, _BadLine):
-            yield _records.rejected(pos, item.raw, item.problem)
+            yield records.rejected(pos, item.raw, item.problem)
             continue
         if not checked:
             if isinstance(item, dict) and not _is_passage(item):
@@ -261,7 +261,7 @@ def _passages(items: Iterable[tuple[int, Any]], place: Callable[[int], str], uri
 def _passage(pos: int, item: Any, where: str) -> Row:
     raw = raw_text(item)
     try:
-        item = _records.record_object(item, where)
+        item = records.record_object(item, where)
         local = ident(item, "id", required=True)
         where = f"passage {local}"
         content = text(item, "text", required=True)

@@ -3,9 +3,9 @@
 Connectors whose dumps need walking (ChatGPT conversation trees, Letta agent files, Zep API pages,
 CSV and Markdown exports, SQLite history tables, zip archives) read them in Python and emit one
 *staged row* per record: a plain dict with the record's position ``pos``, its source text ``raw``
-and the canonical fields they know (``_normalize.STAGED_COLUMNS``; what is missing is null, the
+and the canonical fields they know (``normalize.STAGED_COLUMNS``; what is missing is null, the
 ``scope_<field>`` values for the scope template included). :func:`run` batches the rows and hands
-each batch to the normalization every connector shares (``_normalize.finish``): identity and
+each batch to the normalization every connector shares (``normalize.finish``): identity and
 content hashes, the scope, the shared checks and the split of rejects.
 
 A record a connector cannot use becomes a :func:`reject` row. The field helpers here raise
@@ -31,9 +31,9 @@ import polars as pl
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from connectors import _normalize
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
+from connectors.kit import normalize
 from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -47,7 +47,7 @@ _STAGED_TYPES: dict[str, pl.DataType] = {
     "detail": pl.String(),
     **{
         c: pl.String() if isinstance(EPISODE_SCHEMA[c], pl.Enum) else EPISODE_SCHEMA[c]
-        for c in _normalize.STAGED_COLUMNS
+        for c in normalize.STAGED_COLUMNS
     },
 }
 
@@ -105,7 +105,7 @@ def _batch(
         [_column(name, dtype, [row.get(name) for row in rows]) for name, dtype in schema.items()]
     )
     raw = staged.select("pos", "raw").to_arrow()
-    return _normalize.finish(staged.drop("raw"), raw, system, options, uri, ingested_at)
+    return normalize.finish(staged.drop("raw"), raw, system, options, uri, ingested_at)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -253,7 +253,7 @@ def _from_epoch(value: float, field: str, unit: TimeUnit) -> datetime:
 
 
 def metadata(source_meta: Any, rest: Mapping[str, Any]) -> str:
-    """Canonical metadata text (the convention of ``_sql.metadata_sql``): the source's metadata
+    """Canonical metadata text (the convention of ``sql.metadata_sql``): the source's metadata
     object at top level, every other field the record had under ``_source`` (nulls dropped).
     Source metadata that is not an object, or that uses ``_source`` itself, goes whole under
     ``_source.metadata``."""

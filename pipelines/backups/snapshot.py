@@ -3,7 +3,7 @@
 Layout under the backup URL (any fsspec location)::
 
     snapshots/date=YYYY-MM-DD/manifest.json   ← the snapshot, written last and atomically
-    snapshots/date=YYYY-MM-DD/check.json      ← the restore check's verdict (pipelines.restore)
+    snapshots/date=YYYY-MM-DD/check.json      ← the restore check's verdict (pipelines.backups.restore)
     objects/<sha256[:2]>/<sha256>             ← file contents, each stored once
     tmp/<uuid>                                ← copies in flight; renamed into objects/ when whole
 
@@ -19,7 +19,7 @@ A file is copied only if no object with its content exists, so a snapshot costs 
 Parquet parts are immutable (a store path is never reused), so their sha256 is taken from earlier
 snapshot manifests when path and size match, and they are not even read again. The manifest is
 written after every object it names is whole: a crash leaves at most unnamed objects or ``tmp/``
-files, which :func:`pipelines.retention.prune` removes.
+files, which :func:`pipelines.backups.retention.prune` removes.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 import polars as pl
 
 from connectors.errors import BackupError
-from pipelines.locations import Location
-from pipelines.store import EpisodeStore
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
 
 SNAPSHOT_VERSION = 1
 CHUNK = 8 << 20

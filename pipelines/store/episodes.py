@@ -37,7 +37,7 @@ import polars as pl
 from connectors.base import Batch
 from connectors.errors import StoreError
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, RejectReason
-from pipelines.locations import Location
+from pipelines.store.locations import Location
 
 #: A Parquet part is flushed once this many rows, or this many bytes of in-memory data, are
 #: buffered; each part is sorted by (tenant_id, scope, observed_at) in memory, so these bound
@@ -48,6 +48,19 @@ SORT_KEY = ("tenant_id", "scope", "observed_at")
 MANIFEST_VERSION = 1
 
 Progress = Callable[[int, int, int], None]
+
+
+#: The version of an episode that is current: the source's latest time, then the latest ingest.
+CURRENT_ORDER = (
+    "coalesce(updated_at, created_at, observed_at) DESC NULLS LAST, "
+    "ingested_at DESC, dump_uri DESC, dump_record DESC"
+)
+
+
+def typed_empty(schema: pl.Schema) -> pl.DataFrame:
+    """An empty frame of ``schema`` with enums as plain strings, as Parquet readers see them."""
+    frame = schema.to_frame()
+    return frame.with_columns(pl.col(pl.Enum).cast(pl.String))
 
 
 def dump_key(relpath: str) -> str:

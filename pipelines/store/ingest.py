@@ -8,8 +8,8 @@ from __future__ import annotations
 from connectors import registry
 from connectors.base import DEFAULT_BATCH_ROWS
 from connectors.errors import ConfigError
-from pipelines.locations import Location
-from pipelines.store import DumpInfo, EpisodeStore, ImportResult, Progress, dump_key
+from pipelines.store.episodes import DumpInfo, EpisodeStore, ImportResult, Progress, dump_key
+from pipelines.store.locations import Location
 
 _IGNORED_PREFIXES = (".", "_", "~")
 _IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", "~")

@@ -20,8 +20,8 @@ from datetime import datetime
 from itertools import count
 from typing import Any
 
-from connectors import _records
-from connectors._records import Rejected, Row
+from connectors.kit import records
+from connectors.kit.records import Rejected, Row
 from connectors.schema import RejectReason
 
 #: The text fields of the content types without ``parts`` (``text`` for any other type).
@@ -41,14 +41,14 @@ class Conversation:
 
     def __init__(self, conv: Mapping[str, Any], user_id: str | None) -> None:
         self.user_id = user_id
-        self.id = _records.text(conv, "conversation_id") or _records.text(conv, "id", required=True)
+        self.id = records.text(conv, "conversation_id") or records.text(conv, "id", required=True)
         mapping = conv.get("mapping")
         if not isinstance(mapping, dict):
             if mapping is None:
                 raise Rejected(
                     RejectReason.MISSING_FIELD, f"conversation {self.id}: field mapping is missing"
                 )
-            kind = _records.json_type(mapping)
+            kind = records.json_type(mapping)
             raise Rejected(RejectReason.WRONG_TYPE, f"conversation {self.id}: field mapping is a JSON {kind}")
         self.mapping: dict[str, Any] = mapping
         self.extra = {
@@ -56,14 +56,14 @@ class Conversation:
             for k, v in conv.items()
             if k != "mapping" and v is not None and not (k in ("id", "conversation_id") and v == self.id)
         }
-        _records.check_depth(self.extra, f"conversation {self.id}")
+        records.check_depth(self.extra, f"conversation {self.id}")
         self.path = _transcript(mapping, conv.get("current_node"))
         self._times = (conv.get("create_time"), conv.get("update_time"))
 
     def fallback_time(self) -> tuple[datetime | None, str | None]:
         """The conversation's own time, for messages whose ``create_time`` is null."""
         for value, field in zip(self._times, ("create_time", "update_time"), strict=True):
-            parsed = _records.parse_time(value, f"conversation {field}", unit="s")
+            parsed = records.parse_time(value, f"conversation {field}", unit="s")
             if parsed is not None:
                 return parsed, f"conversation.{field}"
         return None, None
@@ -86,19 +86,19 @@ def rows(conv: Conversation, counter: count[int]) -> Iterator[Row]:
     """One staged row per node, in the order the file lists them."""
     for node_id, node in conv.mapping.items():
         pos = next(counter)
-        raw = _records.dumps(node)
+        raw = records.dumps(node)
         where = f"conversation {conv.id} node {node_id}"
         try:
             yield _node_row(conv, node_id, node, pos, raw, where)
         except Rejected as exc:
-            yield _records.reject(pos, raw, exc.reason, f"{where}: {exc.detail}")
+            yield records.reject(pos, raw, exc.reason, f"{where}: {exc.detail}")
 
 
 def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, where: str) -> Row:
     if not isinstance(node, dict):
-        raise Rejected(RejectReason.NOT_AN_OBJECT, f"node is a JSON {_records.json_type(node)}")
-    if raw.count("{") + raw.count("[") > _records.MAX_DEPTH:  # fewer brackets cannot nest deeper
-        _records.check_depth(node, "node")
+        raise Rejected(RejectReason.NOT_AN_OBJECT, f"node is a JSON {records.json_type(node)}")
+    if raw.count("{") + raw.count("[") > records.MAX_DEPTH:  # fewer brackets cannot nest deeper
+        records.check_depth(node, "node")
     message = node.get("message")
     if message is None:
         raise Rejected(RejectReason.EMPTY_NODE, "message is null")
@@ -106,10 +106,10 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     author = _object(message.get("author") or {}, "message.author")
     meta = message.get("metadata")
     flags = meta if isinstance(meta, dict) else {}
-    role = _records.text(author, "role")
-    recipient = _records.text(message, "recipient")
+    role = records.text(author, "role")
+    recipient = records.text(message, "recipient")
     content = _object(message.get("content"), "message.content")
-    content_type = _records.text(content, "content_type")
+    content_type = records.text(content, "content_type")
     memory = recipient == "bio" or content_type == "model_editable_context"
     hidden = "" if memory else _hidden(role, recipient, content_type, flags)
     if hidden:
@@ -117,8 +117,8 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     body, pointers = _text(content, content_type)
     if not body and not pointers:
         raise Rejected(RejectReason.HIDDEN_NODE, f"message ({content_type}) shows no text")
-    created = _records.parse_time(message.get("create_time"), "message.create_time", unit="s")
-    updated = _records.parse_time(message.get("update_time"), "message.update_time", unit="s")
+    created = records.parse_time(message.get("create_time"), "message.create_time", unit="s")
+    updated = records.parse_time(message.get("update_time"), "message.update_time", unit="s")
     rest: dict[str, Any] = {k: v for k, v in message.items() if k not in _PROMOTED}
     rest["author"] = {k: v for k, v in author.items() if k != "role" and v not in (None, {})} or None
     promoted = ("parts", *_TEXT_FIELDS.get(content_type or "", ("text",)))
@@ -141,11 +141,11 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
         "content": body,
         "role": role,
         "source": "chatgpt",
-        "author": _records.text(author, "name"),
+        "author": records.text(author, "name"),
         "user_id": conv.user_id,
         "session_id": conv.id,
         "status": "active" if on_path else "superseded",
-        "metadata": _records.metadata(meta, rest),
+        "metadata": records.metadata(meta, rest),
         "observed_at": observed,
         "created_at": created,
         "updated_at": updated,
@@ -157,7 +157,7 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
 
 def _object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        kind = _records.json_type(value)
+        kind = records.json_type(value)
         reason = RejectReason.MISSING_FIELD if value is None else RejectReason.WRONG_TYPE
         raise Rejected(reason, f"field {field} is a JSON {kind}, expected an object")
     return value
@@ -183,7 +183,7 @@ def _text(content: Mapping[str, Any], content_type: str | None) -> tuple[str, li
     if "parts" in content:
         parts = content["parts"]
         if not isinstance(parts, list):
-            kind = _records.json_type(parts)
+            kind = records.json_type(parts)
             raise Rejected(
                 RejectReason.WRONG_TYPE, f"field content.parts is a JSON {kind}, expected an array"
             )
@@ -196,11 +196,11 @@ def _text(content: Mapping[str, Any], content_type: str | None) -> tuple[str, li
             elif isinstance(part, dict):
                 pointers.append(part)
             else:
-                kind = _records.json_type(part)
+                kind = records.json_type(part)
                 raise Rejected(RejectReason.WRONG_TYPE, f"field content.parts[{i}] is a JSON {kind}")
         return "\n".join(texts), pointers
     fields = _TEXT_FIELDS.get(content_type or "", ("text",))
-    found = [_records.text(content, f) for f in fields]
+    found = [records.text(content, f) for f in fields]
     if all(t is None for t in found) and content_type != "model_editable_context":
         raise Rejected(RejectReason.MISSING_FIELD, f"content of type {content_type} has no field {fields[0]}")
     return "\n\n".join(t for t in found if t), []

@@ -1,12 +1,12 @@
-"""Zep and Graphiti records → staged rows: the mapping described in ``connectors/zep.py``."""
+"""Zep and Graphiti records → staged rows: the mapping described in ``connectors/zep/__init__.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from connectors import _records
-from connectors._records import Rejected, Row
+from connectors.kit import records
+from connectors.kit.records import Rejected, Row
 from connectors.schema import RejectReason
 
 Kind = Literal["edge", "fact", "episode", "message", "user", "thread", "graph", "node"]
@@ -45,9 +45,9 @@ def classify(record: Mapping[str, Any]) -> Kind | None:
 
 def row(pos: int, raw: str | None, value: Any, hint: Kind | None, ctx: Mapping[str, str]) -> Row:
     if isinstance(value, Rejected):
-        return _records.rejected(pos, raw, value)
+        return records.rejected(pos, raw, value)
     try:
-        value = _records.record_object(value, "record")
+        value = records.record_object(value, "record")
         kind = hint or classify(value)
         if kind is None:
             keys = ", ".join(list(value)[:8]) or "no keys"
@@ -64,11 +64,11 @@ def row(pos: int, raw: str | None, value: Any, hint: Kind | None, ctx: Mapping[s
             )
         return _MAPPERS[kind](pos, raw, {k: v for k, v in value.items() if not _is_embedding(k)}, ctx)
     except Rejected as exc:
-        return _records.rejected(pos, raw, exc)
+        return records.rejected(pos, raw, exc)
 
 
 def _content(rec: Mapping[str, Any], key: str) -> str:
-    value = _records.text(rec, key, required=True)
+    value = records.text(rec, key, required=True)
     assert value is not None
     if not value.strip():
         raise Rejected(RejectReason.MISSING_FIELD, f"field {key} is empty")
@@ -81,12 +81,12 @@ def _is_embedding(key: str) -> bool:
 
 def _common(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str], prefix: str) -> Row:
     """The fields every kind shares: ids, scope values, ``created_at``."""
-    uuid = _records.ident(rec, "uuid")
+    uuid = records.ident(rec, "uuid")
     user_id = _first(rec, ctx, "user_id")
     user_uuid = _first(rec, ctx, "user_uuid")
     graph_id = _first(rec, ctx, "graph_id", "group_id", "graph_uuid")
     user = user_id or user_uuid
-    created = _records.parse_time(rec.get("created_at"), "created_at")
+    created = records.parse_time(rec.get("created_at"), "created_at")
     return {
         "pos": pos,
         "raw": raw,
@@ -108,7 +108,7 @@ def _common(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, st
 
 def _first(rec: Mapping[str, Any], ctx: Mapping[str, str], *keys: str) -> str | None:
     for key in keys:
-        value = _records.ident(rec, key)
+        value = records.ident(rec, key)
         if value:
             return value
     return next((ctx[key] for key in keys if ctx.get(key)), None)
@@ -119,22 +119,22 @@ _PROMOTED = frozenset({"uuid", "created_at", "user_id", "session_id", "thread_id
 
 def _meta(rec: Mapping[str, Any], promoted: frozenset[str], meta_key: str = "metadata") -> str:
     rest = {k: v for k, v in rec.items() if k not in promoted and k != meta_key}
-    return _records.metadata(rec.get(meta_key), rest)
+    return records.metadata(rec.get(meta_key), rest)
 
 
 def _edge(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
     row = _common(pos, raw, rec, ctx, "zep-edge")
-    name = _records.text(rec, "name")
-    expired = _records.parse_time(rec.get("expired_at"), "expired_at")
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
+    name = records.text(rec, "name")
+    expired = records.parse_time(rec.get("expired_at"), "expired_at")
+    reference = records.parse_time(rec.get("reference_time"), "reference_time")
     return row | {
         "type": "observation",
         "content": _content(rec, "fact"),
         "categories": [name] if name else None,
         "status": "superseded" if expired is not None else "active",
         "observed_at": reference or row["created_at"],
-        "valid_from": _records.parse_time(rec.get("valid_at"), "valid_at"),
-        "valid_to": _records.parse_time(rec.get("invalid_at"), "invalid_at"),
+        "valid_from": records.parse_time(rec.get("valid_at"), "valid_at"),
+        "valid_to": records.parse_time(rec.get("invalid_at"), "invalid_at"),
         "superseded_at": expired,
         "metadata": _meta(
             rec, _PROMOTED | {"fact", "name", "valid_at", "invalid_at", "expired_at", "reference_time"}
@@ -155,10 +155,10 @@ def _fact(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]
 def _role(rec: Mapping[str, Any], speaker_key: str) -> tuple[str | None, str | None]:
     """(role, speaker) by the rule of PEER_FORMATS §2.4."""
     if "role_type" in rec:
-        role_key, speaker = "role_type", _records.text(rec, "role")
+        role_key, speaker = "role_type", records.text(rec, "role")
     else:
-        role_key, speaker = "role", _records.text(rec, speaker_key)
-    value = _records.text(rec, role_key)
+        role_key, speaker = "role", records.text(rec, speaker_key)
+    value = records.text(rec, role_key)
     speaker = speaker or None
     if value is None or value.lower() == "norole":
         return None, speaker
@@ -171,14 +171,14 @@ def _role(rec: Mapping[str, Any], speaker_key: str) -> tuple[str | None, str | N
 def _message(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
     row = _common(pos, raw, rec, ctx, "zep-message")
     role, speaker = _role(rec, "name")
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
+    reference = records.parse_time(rec.get("reference_time"), "reference_time")
     return row | {
         "type": "message",
         "content": _content(rec, "content"),
         "role": role,
         "author": speaker,
         "observed_at": reference or row["created_at"],
-        "updated_at": _records.parse_time(rec.get("updated_at"), "updated_at"),
+        "updated_at": records.parse_time(rec.get("updated_at"), "updated_at"),
         "metadata": _meta(rec, _PROMOTED | {"content", "role", "role_type", "name", "reference_time"}),
     }
 
@@ -187,15 +187,15 @@ _EPISODE_TYPES = {"message": "message", "text": "document", "json": "document", 
 
 
 def _episode(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, str]) -> Row:
-    source = _records.text(rec, "source")
+    source = records.text(rec, "source")
     if source is None:
         kind = "message" if {"role", "role_type"} & rec.keys() else "document"
     else:
         kind = _EPISODE_TYPES.get(source, "document")
     row = _common(pos, raw, rec, ctx, "zep-message" if kind == "message" else "zep-episode")
     role, speaker = _role(rec, "role_name") if kind == "message" else (None, None)
-    reference = _records.parse_time(rec.get("reference_time"), "reference_time")
-    document_time = _records.parse_time(rec.get("valid_at"), "valid_at")
+    reference = records.parse_time(rec.get("reference_time"), "reference_time")
+    document_time = records.parse_time(rec.get("valid_at"), "valid_at")
     meta_key = "episode_metadata" if "episode_metadata" in rec else "metadata"
     promoted = _PROMOTED | {"content", "source_description", "reference_time", "valid_at"}
     if kind == "message":
@@ -205,7 +205,7 @@ def _episode(pos: int, raw: str | None, rec: dict[str, Any], ctx: Mapping[str, s
         "content": _content(rec, "content"),
         "role": role,
         "author": speaker,
-        "source": _records.text(rec, "source_description") or None,
+        "source": records.text(rec, "source_description") or None,
         "observed_at": reference or document_time or row["created_at"],
         "metadata": _meta(rec, promoted, meta_key),
     }
