@@ -15,9 +15,8 @@ Formats, told apart by content (never by file name):
   array of ``thread.message`` objects).
 
 ChatGPT mapping (the walk is in ``connectors.openai.chatgpt``): each node of a conversation's
-``mapping`` is one
-record. Messages on the path from ``current_node`` to the root are ``message`` episodes,
-``active``; messages on other branches are ``superseded``; ``message: null`` nodes and hidden
+``mapping`` is one record. Messages on the path from ``current_node`` to the root are ``message``
+episodes, ``active``; messages on other branches are ``superseded``; ``message: null`` nodes and hidden
 system/tool/reasoning nodes are skip rejects (``empty_node``, ``hidden_node``); memory writes
 (``recipient: "bio"``, ``model_editable_context``) are ``observation`` episodes. Text ``parts``
 are joined with newlines, asset-pointer parts kept under ``metadata._source.asset_pointers``.
