@@ -1,0 +1,214 @@
+"""Names, scopes, tenants and store paths are text, never SQL or a path (issue 10, section 5).
+
+Every string a person or a file gives memport — an export's name, a tenant, a scope, the folders
+of the store, the landing zone and the backups, a dump's file name — goes through ingest, the
+catalog, every export format (in parts), expiry, snapshot and restore holding quotes, semicolons,
+newlines, ``../``, DuckDB's ``{i}`` and shell syntax. The data must round-trip and no file may
+appear outside the folder it belongs in. And a symbolic link in the landing zone is never
+followed out of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.kit.sql import quote_identifier, quote_list, quote_literal
+from pipelines.backups.restore import prove, restore
+from pipelines.backups.snapshot import take_snapshot
+from pipelines.exports import lifecycle
+from pipelines.exports.reimport import read_export
+from pipelines.exports.request import MIN_PART_BYTES, ExportRequest
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.locations import Location
+from tests.hostile import ingest_bounded
+
+#: Everything the issue lists: both quotes, a statement break, a comment, a newline, a way out of
+#: the folder, DuckDB's part-number placeholder and shell command substitution.
+NASTY = "it's \"q\"; -- \n../../{i} $(touch pwned)"
+#: The injection from the issue: closes FILENAME_PATTERN's literal and adds COPY options.
+COPY_INJECTION = "pwn{i}', PER_THREAD_OUTPUT false, DATEFORMAT '"
+NAMES = ["../../../X", "it's", COPY_INJECTION, NASTY, "..", "/etc/cron.d/x", "é ü"]
+FORMATS = [("json", None), ("ndjson", None), ("csv", None), ("markdown", None), ("ndjson", "cortexdb"),
+           ("csv", "mnueron")]  # fmt: skip
+TODAY = datetime.now(UTC).date().isoformat()
+
+
+def mem0_records(n: int, user: str) -> bytes:
+    return json.dumps(
+        [
+            {
+                "id": f"m'{i}\"; {{i}}",
+                "memory": f"{NASTY} fact {i}",
+                "user_id": user,
+                "created_at": f"2025-01-01T00:00:{i % 60:02d}Z",
+            }
+            for i in range(n)
+        ]
+    ).encode()
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+@pytest.mark.parametrize("text", [NASTY, COPY_INJECTION, "", "\\", "\\'", "''", '"', "a\r\nb", "ü😀"])
+def test_quoting_round_trips_through_duckdb(text: str) -> None:
+    with duckdb.connect() as con:
+        assert con.sql(f"SELECT {quote_literal(text)}").fetchall() == [(text,)]
+        assert con.sql(f"SELECT {quote_list([text, text])}").fetchall() == [([text, text],)]
+        if text:
+            con.execute(f"CREATE TABLE t ({quote_identifier(text)} VARCHAR)")
+            assert [d[0] for d in con.sql("SELECT * FROM t").description] == [text]
+
+
+def test_quoting_refuses_nul() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        quote_literal("a\x00b")
+    with pytest.raises(ValueError, match="NUL"):
+        quote_identifier("a\x00b")
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path) -> tuple[Path, EpisodeStore]:
+    """A store under a folder whose path holds every hostile character, ingested in a child
+    process (tests/hostile.py), with a hostile tenant, scope and dump file name."""
+    base = tmp_path / "x" / ".." / f"st'o\"re; {{i}} $(touch pwned)\nend"
+    outcome = ingest_bounded(
+        base, {f"mem0/d'u\"mp; {{i}} $(x)\n.json": mem0_records(40, NASTY)}, tenant=NASTY
+    )
+    (found,) = outcome.dumps.values()
+    assert found.get("counts") == {"read": 40, "accepted": 40, "rejected": 0, "duplicate": 0}, found
+    return base.resolve(), EpisodeStore.from_url(str(base))
+
+
+@pytest.mark.parametrize("parts", [True, False], ids=["parts", "one-file"])
+def test_hostile_names_round_trip_everywhere(hostile_store: tuple[Path, EpisodeStore], parts: bool) -> None:
+    base, _ = hostile_store
+    store = EpisodeStore.from_url(str(base / "store"))
+    exports = Location.from_url(str(base / "exp'orts\"; {i}"))
+    tree = base.parent
+    before = files_under(tree)
+
+    catalog = base / "cat'a\"log.duckdb"
+    summary = build_catalog(store, catalog, exports=exports)
+    assert (summary.episodes, summary.episode_versions) == (40, 40)
+    with connect(catalog) as con:
+        rows = con.execute("SELECT DISTINCT tenant_id, scope FROM episodes").fetchall()
+        assert rows == [(NASTY, f"user:{NASTY}")]
+
+    made = []
+    for name in NAMES:
+        for fmt, profile in FORMATS:
+            request = ExportRequest.parse(
+                {"format": fmt, "profile": profile, "name": name, "tenant_id": NASTY,
+                 "scope": f"user:{NASTY}", "max_part_bytes": MIN_PART_BYTES if parts else None}
+            )  # fmt: skip
+            m = lifecycle.export(store, exports, request)
+            where = f"{fmt}/{profile} named {name!r}"
+            assert m["status"] == lifecycle.READY, (where, m["error"])
+            assert m["rows"] == 40, where
+            assert m["name"] == name, where  # the label is kept as given
+            own = Path(exports.path(m["id"]))
+            assert m["files"], where
+            for f in m["files"]:
+                assert Path(f["url"]).parent == own, where
+                assert "/" not in f["name"] and not f["name"].startswith("."), where
+            # nothing but the manifest and the files it names in the export's folder
+            assert {p.name for p in own.iterdir()} == {"manifest.json"} | {f["name"] for f in m["files"]}, where
+            if fmt in ("json", "ndjson", "csv") and profile is None:
+                content = []
+                for f in m["files"]:
+                    for batch in read_export(exports, exports.path(m["id"], f["name"]), fmt):
+                        content += batch.episodes["content"].to_list()
+                assert sorted(content) == sorted(f"{NASTY} fact {i}" for i in range(40)), where
+            made.append(m["id"])
+
+    # nothing appeared outside the exports folder, the catalog and its temporary files
+    new = files_under(tree) - before
+    assert {p for p in new if not p.is_relative_to(Path(exports.root))} == set()
+
+    build_catalog(store, catalog, exports=exports)  # the exports view reads the hostile manifests
+    with connect(catalog) as con:
+        names = {r[0] for r in con.sql("SELECT name FROM exports").fetchall()}
+    assert names == set(NAMES)
+
+    # expiry removes every file it made, leaving the manifests only
+    gone = lifecycle.expire(exports, now=datetime.now(UTC) + timedelta(days=365))
+    assert sorted(gone) == sorted(made)
+    left = files_under(Path(exports.root))
+    assert {p.name for p in left} == {"manifest.json"}
+
+
+def test_hostile_store_path_snapshot_and_restore(hostile_store: tuple[Path, EpisodeStore]) -> None:
+    base, _ = hostile_store
+    store = EpisodeStore.from_url(str(base / "store"))
+    backup = Location.from_url(str(base / "back'ups\"; {i}"))
+    tree = base.parent
+    before = files_under(tree)
+
+    take_snapshot(store, backup, TODAY)
+    target = EpisodeStore.from_url(str(base / "rest'ored\"; $(x) {i}"))
+    result = restore(backup, "latest", target, base / "rest'ored\".duckdb")
+    assert result.episodes == 40
+    with connect(base / "rest'ored\".duckdb") as con:
+        assert con.sql("SELECT count(*) FROM episodes WHERE tenant_id = ?", params=[NASTY]).fetchall() == [(40,)]
+    verdict = prove(backup, TODAY, store, scratch=base / "scr'atch\"")
+    assert verdict["passed"], verdict
+
+    allowed = [Path(backup.root), Path(target.location.root), base / "rest'ored\".duckdb", base / "scr'atch\""]
+    new = files_under(tree) - before
+    assert {p for p in new if not any(p == a or p.is_relative_to(a) for a in allowed)} == set()
+
+
+SECRET = "root:SECRET-FIRST-LINE:0:0"
+
+
+def test_landing_symlinks_out_of_the_landing_zone_are_refused(tmp_path: Path) -> None:
+    """A link to a file outside the landing zone is refused, and nothing of the file is quoted."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd.csv").write_text(f"{SECRET}\nsecond line\n", encoding="utf-8")
+    (outside / "dir").mkdir()
+    (outside / "dir" / "other.csv").write_text(f"{SECRET}\n", encoding="utf-8")
+    good = json.dumps([{"id": "a", "memory": "m", "user_id": "u", "created_at": "2025-01-01T00:00:00Z"}])
+
+    def link(target: Path):  # type: ignore[no-untyped-def]
+        return lambda path: path.symlink_to(target)
+
+    outcome = ingest_bounded(
+        tmp_path / "base",
+        {
+            "mnueron/passwd.csv": link(outside / "passwd.csv"),
+            "mnueron/etc.csv": link(Path("/etc/passwd")),
+            "mnueron/linked": link(outside / "dir"),
+            "mem0/real.json": good.encode(),
+            "mem0/alias.json": link(tmp_path / "base" / "landing" / "mem0" / "real.json"),
+        },
+    )
+    assert outcome.counts("mem0/real.json")["accepted"] == 1
+    assert outcome.counts("mem0/alias.json")["accepted"] == 1  # a link inside the landing zone is fine
+    refused = {k: v for k, v in outcome.dumps.items() if k.startswith("mnueron/")}
+    # a linked folder is not walked into; one that leads out is refused like a linked file
+    assert set(refused) == {"mnueron/passwd.csv", "mnueron/etc.csv", "mnueron/linked"}
+    for dump, found in refused.items():
+        error = found.get("error", "")
+        assert "ConfigError" in error and "outside the landing zone" in error, (dump, found)
+        assert "secret" not in error.lower() and "root:" not in error and str(outside) not in error, error
+    assert not any((tmp_path / "base" / "store").rglob("episodes/source_system=mnueron/**/*.parquet"))
+
+
+def test_discovery_survives_a_symlink_loop(tmp_path: Path) -> None:
+    landing = tmp_path / "landing" / "mem0"
+    landing.mkdir(parents=True)
+    (landing / "a.json").write_text("[]", encoding="utf-8")
+    os.symlink("..", landing / "loop")
+    from pipelines.store.ingest import discover_dumps
+
+    assert discover_dumps(Location.from_url(str(tmp_path / "landing")), "mem0") == ["a.json"]
