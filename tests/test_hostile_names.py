@@ -11,7 +11,6 @@ followed out of it.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tests.hostile import ingest_bounded
 
 #: Everything the issue lists: both quotes, a statement break, a comment, a newline, a way out of
 #: the folder, DuckDB's part-number placeholder and shell command substitution.
-NASTY = "it's \"q\"; -- \n../../{i} $(touch pwned)"
+NASTY = 'it\'s "q"; -- \n../../{i} $(touch pwned)'
 #: The injection from the issue: closes FILENAME_PATTERN's literal and adds COPY options.
 COPY_INJECTION = "pwn{i}', PER_THREAD_OUTPUT false, DATEFORMAT '"
 NAMES = ["../../../X", "it's", COPY_INJECTION, NASTY, "..", "/etc/cron.d/x", "é ü"]
@@ -75,29 +74,30 @@ def test_quoting_refuses_nul() -> None:
         quote_identifier("a\x00b")
 
 
-@pytest.fixture
-def hostile_store(tmp_path: Path) -> tuple[Path, EpisodeStore]:
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EpisodeStore]:
     """A store under a folder whose path holds every hostile character, ingested in a child
-    process (tests/hostile.py), with a hostile tenant, scope and dump file name."""
-    base = tmp_path / "x" / ".." / f"st'o\"re; {{i}} $(touch pwned)\nend"
-    outcome = ingest_bounded(
-        base, {f"mem0/d'u\"mp; {{i}} $(x)\n.json": mem0_records(40, NASTY)}, tenant=NASTY
-    )
+    process (tests/hostile.py), with a hostile tenant, scope and dump file name. Shared by the
+    tests of this module, each of which writes only into folders of its own."""
+    base = tmp_path_factory.mktemp("names") / "x" / ".." / "st'o\"re; {i} $(touch pwned)\nend"
+    outcome = ingest_bounded(base, {"mem0/d'u\"mp; {i} $(x)\n.json": mem0_records(40, NASTY)}, tenant=NASTY)
     (found,) = outcome.dumps.values()
     assert found.get("counts") == {"read": 40, "accepted": 40, "rejected": 0, "duplicate": 0}, found
-    return base.resolve(), EpisodeStore.from_url(str(base))
+    return base.resolve(), EpisodeStore.from_url(str(base / "store"))
 
 
 @pytest.mark.parametrize("parts", [True, False], ids=["parts", "one-file"])
-def test_hostile_names_round_trip_everywhere(hostile_store: tuple[Path, EpisodeStore], parts: bool) -> None:
-    base, _ = hostile_store
-    store = EpisodeStore.from_url(str(base / "store"))
-    exports = Location.from_url(str(base / "exp'orts\"; {i}"))
+@pytest.mark.parametrize(("fmt", "profile"), FORMATS)
+def test_hostile_names_round_trip_everywhere(
+    hostile_store: tuple[Path, EpisodeStore], fmt: str, profile: str | None, parts: bool
+) -> None:
+    base, store = hostile_store
+    own_folder = f"{fmt}-{profile}-{parts}"
+    exports = Location.from_url(str(base / own_folder / "exp'orts\"; {i}"))
     tree = base.parent
-    before = files_under(tree)
-
-    catalog = base / "cat'a\"log.duckdb"
+    catalog = base / own_folder / "cat'a\"log.duckdb"
     summary = build_catalog(store, catalog, exports=exports)
+    before = files_under(tree)
     assert (summary.episodes, summary.episode_versions) == (40, 40)
     with connect(catalog) as con:
         rows = con.execute("SELECT DISTINCT tenant_id, scope FROM episodes").fetchall()
@@ -105,50 +105,67 @@ def test_hostile_names_round_trip_everywhere(hostile_store: tuple[Path, EpisodeS
 
     made = []
     for name in NAMES:
-        for fmt, profile in FORMATS:
-            request = ExportRequest.parse(
-                {"format": fmt, "profile": profile, "name": name, "tenant_id": NASTY,
-                 "scope": f"user:{NASTY}", "max_part_bytes": MIN_PART_BYTES if parts else None}
-            )  # fmt: skip
-            m = lifecycle.export(store, exports, request)
-            where = f"{fmt}/{profile} named {name!r}"
-            assert m["status"] == lifecycle.READY, (where, m["error"])
-            assert m["rows"] == 40, where
-            assert m["name"] == name, where  # the label is kept as given
-            own = Path(exports.path(m["id"]))
-            assert m["files"], where
+        request = ExportRequest.parse(
+            {"format": fmt, "profile": profile, "name": name, "tenant_id": NASTY,
+             "scope": f"user:{NASTY}", "max_part_bytes": MIN_PART_BYTES if parts else None}
+        )  # fmt: skip
+        m = lifecycle.export(store, exports, request)
+        where = f"{fmt}/{profile} named {name!r}"
+        assert m["status"] == lifecycle.READY, (where, m["error"])
+        assert m["rows"] == 40, where
+        assert m["name"] == name, where  # the label is kept as given
+        own = Path(exports.path(m["id"]))
+        assert m["files"], where
+        for f in m["files"]:
+            assert Path(f["url"]).parent == own, where
+            assert "/" not in f["name"] and not f["name"].startswith("."), where
+        # nothing but the manifest and the files it names in the export's folder
+        assert {p.name for p in own.iterdir()} == {"manifest.json"} | {f["name"] for f in m["files"]}, where
+        if fmt in ("json", "ndjson", "csv") and profile is None:
+            content = []
             for f in m["files"]:
-                assert Path(f["url"]).parent == own, where
-                assert "/" not in f["name"] and not f["name"].startswith("."), where
-            # nothing but the manifest and the files it names in the export's folder
-            assert {p.name for p in own.iterdir()} == {"manifest.json"} | {f["name"] for f in m["files"]}, where
-            if fmt in ("json", "ndjson", "csv") and profile is None:
-                content = []
-                for f in m["files"]:
-                    for batch in read_export(exports, exports.path(m["id"], f["name"]), fmt):
-                        content += batch.episodes["content"].to_list()
-                assert sorted(content) == sorted(f"{NASTY} fact {i}" for i in range(40)), where
-            made.append(m["id"])
+                for batch in read_export(exports, exports.path(m["id"], f["name"]), fmt):
+                    content += batch.episodes["content"].to_list()
+            assert sorted(content) == sorted(f"{NASTY} fact {i}" for i in range(40)), where
+        if fmt == "markdown":
+            text = "".join((own / f["name"]).read_text(encoding="utf-8") for f in m["files"])
+            assert all(f"fact {i}" in text for i in range(40)), where
+        made.append(m["id"])
 
-    # nothing appeared outside the exports folder, the catalog and its temporary files
+    # a destination of the user's choosing, itself a hostile path: the files land in it, named
+    # after the slug and the export's id
+    dest = base / own_folder / "de'st\"; {i} $(x)"
+    request = ExportRequest.parse(
+        {"format": fmt, "profile": profile, "name": COPY_INJECTION, "tenant_id": NASTY,
+         "destination": str(dest), "max_part_bytes": MIN_PART_BYTES if parts else None}
+    )  # fmt: skip
+    m = lifecycle.export(store, exports, request)
+    assert (m["status"], m["rows"]) == (lifecycle.READY, 40), m["error"]
+    assert {p.name for p in dest.iterdir()} == {f["name"] for f in m["files"]}
+    assert all(
+        f["name"].startswith(f"pwn_i_PER_THREAD_OUTPUT_false_DATEFORMAT-{m['id']}") for f in m["files"]
+    )
+    made.append(m["id"])
+
+    # nothing appeared outside the exports folder and the destination
     new = files_under(tree) - before
-    assert {p for p in new if not p.is_relative_to(Path(exports.root))} == set()
+    assert {p for p in new if not (p.is_relative_to(Path(exports.root)) or p.is_relative_to(dest))} == set()
 
     build_catalog(store, catalog, exports=exports)  # the exports view reads the hostile manifests
     with connect(catalog) as con:
         names = {r[0] for r in con.sql("SELECT name FROM exports").fetchall()}
-    assert names == set(NAMES)
+    assert names == {*NAMES, COPY_INJECTION}
 
     # expiry removes every file it made, leaving the manifests only
     gone = lifecycle.expire(exports, now=datetime.now(UTC) + timedelta(days=365))
     assert sorted(gone) == sorted(made)
     left = files_under(Path(exports.root))
     assert {p.name for p in left} == {"manifest.json"}
+    assert list(dest.iterdir()) == []
 
 
 def test_hostile_store_path_snapshot_and_restore(hostile_store: tuple[Path, EpisodeStore]) -> None:
-    base, _ = hostile_store
-    store = EpisodeStore.from_url(str(base / "store"))
+    base, store = hostile_store
     backup = Location.from_url(str(base / "back'ups\"; {i}"))
     tree = base.parent
     before = files_under(tree)
@@ -158,11 +175,19 @@ def test_hostile_store_path_snapshot_and_restore(hostile_store: tuple[Path, Epis
     result = restore(backup, "latest", target, base / "rest'ored\".duckdb")
     assert result.episodes == 40
     with connect(base / "rest'ored\".duckdb") as con:
-        assert con.sql("SELECT count(*) FROM episodes WHERE tenant_id = ?", params=[NASTY]).fetchall() == [(40,)]
+        assert con.sql("SELECT count(*) FROM episodes WHERE tenant_id = ?", params=[NASTY]).fetchall() == [
+            (40,)
+        ]
+    (base / "scr'atch\"").mkdir()
     verdict = prove(backup, TODAY, store, scratch=base / "scr'atch\"")
     assert verdict["passed"], verdict
 
-    allowed = [Path(backup.root), Path(target.location.root), base / "rest'ored\".duckdb", base / "scr'atch\""]
+    allowed = [
+        Path(backup.root),
+        Path(target.location.root),
+        base / "rest'ored\".duckdb",
+        base / "scr'atch\"",
+    ]
     new = files_under(tree) - before
     assert {p for p in new if not any(p == a or p.is_relative_to(a) for a in allowed)} == set()
 
@@ -208,7 +233,7 @@ def test_discovery_survives_a_symlink_loop(tmp_path: Path) -> None:
     landing = tmp_path / "landing" / "mem0"
     landing.mkdir(parents=True)
     (landing / "a.json").write_text("[]", encoding="utf-8")
-    os.symlink("..", landing / "loop")
+    (landing / "loop").symlink_to("..")
     from pipelines.store.ingest import discover_dumps
 
     assert discover_dumps(Location.from_url(str(tmp_path / "landing")), "mem0") == ["a.json"]

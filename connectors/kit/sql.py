@@ -43,6 +43,7 @@ def quote_identifier(name: str) -> str:
     """``name`` as a SQL identifier (a table, view or column), double quotes doubled."""
     return '"' + _checked(name).replace('"', '""') + '"'
 
+
 #: The first CTE of every connector's projection: whether the record is a usable object, and what
 #: JSON type it has if not (``r`` is NULL for records that did not parse as objects).
 PARSED_CTE = """parsed AS (

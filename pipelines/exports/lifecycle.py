@@ -25,7 +25,7 @@ from connectors.errors import (
     ExportNotFoundError,
     ExportNotReadyError,
 )
-from pipelines.exports.request import ExportRequest
+from pipelines.exports.request import ExportRequest, file_stem
 from pipelines.exports.writer import Progress, write_export
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.locations import Location
@@ -101,7 +101,7 @@ def run(
     _save(exports, manifest)
     clock = time.perf_counter()
     custom = request.destination is not None
-    base = request.name or "episodes"
+    base = file_stem(request.name)  # the name is a label; the files take its sanitized slug
     try:
         dest = Location.from_url(manifest["destination"])
         rows, files = write_export(

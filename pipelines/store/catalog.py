@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from connectors.kit.sql import quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
@@ -46,7 +47,10 @@ def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], sch
     if files:
         # hive_partitioning off: the columns are the rows' own, never the folder names'
         # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
+        files_sql = quote_list(files)
+        con.execute(
+            f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files_sql}, hive_partitioning = false)"
+        )
         return
     con.register("empty", typed_empty(schema))
     con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")

@@ -48,9 +48,9 @@ def _local_files(landing: Location, base: str) -> list[str]:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    found.append(entry.path)
-                elif entry.is_symlink() and (entry.is_file() or _outside(landing, entry.path)):
+                    continue
+                linked_file = entry.is_symlink() and entry.is_file()
+                if entry.is_file(follow_symlinks=False) or linked_file or _outside(landing, entry.path):
                     found.append(entry.path)
     return found
 
