@@ -10,13 +10,16 @@ followed out of it.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from connectors.errors import ExportNotFoundError
 from connectors.kit.sql import quote_identifier, quote_list, quote_literal
 from pipelines.backups.restore import prove, restore
 from pipelines.backups.snapshot import take_snapshot
@@ -237,3 +240,80 @@ def test_discovery_survives_a_symlink_loop(tmp_path: Path) -> None:
     from pipelines.store.ingest import discover_dumps
 
     assert discover_dumps(Location.from_url(str(tmp_path / "landing")), "mem0") == ["a.json"]
+
+
+def test_an_export_id_is_never_a_path(tmp_path: Path) -> None:
+    exports = Location.from_url(str(tmp_path / "exports"))
+    (tmp_path / "manifest.json").write_text("{}", encoding="utf-8")
+    for export_id in ("..", "../exports", "/etc", ".hidden"):
+        with pytest.raises(ExportNotFoundError):
+            lifecycle.get(exports, export_id)
+
+
+#: Words that name text from a person, a file or the environment: such a value must not be
+#: formatted into SQL unless it goes through a quoting helper (or is a bound parameter).
+_TAINTED = re.compile(
+    r"path|file|uri|url|name|tenant|scope|target|dest|key|label|text|value|query|root|folder|dir",
+    re.IGNORECASE,
+)
+_SQL_HINT = re.compile(r"\b(SELECT|FROM|CREATE|COPY|INSERT|ATTACH|read_\w+\(|FILENAME_PATTERN)\b|read_\w+\(")
+_QUOTERS = {"quote_literal", "quote_list", "quote_identifier", "quote"}  # quote: shlex's, for shell
+_CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
+
+
+def _sql_fstring_problems(source: str, filename: str) -> list[str]:
+    problems = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.JoinedStr):
+            continue
+        text = "".join(
+            v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
+        )
+        if not _SQL_HINT.search(text):
+            continue
+        for part in node.values:
+            if not isinstance(part, ast.FormattedValue):
+                continue
+            expr = part.value
+            code = ast.unparse(expr)
+            # a call is judged by its function: a quoting helper, or SQL-building code (whose own
+            # f-strings this check reads); str/repr/format put the text in as it is, and replace
+            # is quoting done by hand
+            func = expr.func if isinstance(expr, ast.Call) else None
+            called = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
+            if part.conversion == ord("r") or called in ("repr", "str", "format", "replace"):
+                problems.append(f"{filename}:{node.lineno}: {{{code}}} (repr/str/replace is not SQL quoting)")
+            elif called or _CONSTANT.fullmatch(code.rsplit(".", 1)[-1]) or code.endswith("_sql"):
+                continue
+            elif _TAINTED.search(code):
+                problems.append(f"{filename}:{node.lineno}: {{{code}}} not through quote_*()")
+    return problems
+
+
+def test_no_sql_is_formatted_from_names_or_paths() -> None:
+    """Static: an f-string that reads as SQL formats no path/name/tenant-like value unquoted.
+
+    Heuristic by design (it reads names, not data flow); it caught every case issue 10 listed."""
+    root = Path(__file__).resolve().parents[1]
+    problems = []
+    for package in ("connectors", "pipelines"):
+        for path in sorted((root / package).rglob("*.py")):
+            problems += _sql_fstring_problems(path.read_text(encoding="utf-8"), str(path.relative_to(root)))
+    assert problems == []
+
+
+def test_the_static_check_catches_the_old_code() -> None:
+    old = """
+con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
+_fingerprint(con, f"read_parquet({uris!r}, hive_partitioning = false)")
+options = f", FILENAME_PATTERN '{basename}-{{i}}', "
+con.execute(f"COPY ({sql}) TO '{target.replace(chr(39), chr(39) * 2)}' ({options})", params)
+ok = f"SELECT * FROM read_parquet({quote_list(files)}) WHERE {where}"
+"""
+    assert len(_sql_fstring_problems(old, "old.py")) == 5
