@@ -317,3 +317,53 @@ con.execute(f"COPY ({sql}) TO '{target.replace(chr(39), chr(39) * 2)}' ({options
 ok = f"SELECT * FROM read_parquet({quote_list(files)}) WHERE {where}"
 """
     assert len(_sql_fstring_problems(old, "old.py")) == 5
+
+
+def test_dagster_sensor_and_event_log_with_hostile_dump_names(tmp_path: Path) -> None:
+    """Hostile dump names become partitions and ingest; a link out of the landing zone fails its
+    partition without its target's content in the event log."""
+    import dagster as dg
+
+    from pipelines.orchestration.assets import INGEST_ASSETS
+    from pipelines.orchestration.definitions import defs
+    from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
+
+    landing = tmp_path / "landing"
+    (landing / "mem0").mkdir(parents=True)
+    (landing / "mnueron").mkdir()
+    record = {"id": "a", "memory": NASTY, "user_id": NASTY, "created_at": "2025-01-01T00:00:00Z"}
+    hostile = 'it\'s "q"; {i} $(touch pwned).json'
+    for name in (hostile, "new\nline.json", "dots...json"):
+        (landing / "mem0" / name).write_text(json.dumps([record]), encoding="utf-8")
+    (tmp_path / "secret.csv").write_text(f"{SECRET}\n", encoding="utf-8")
+    (landing / "mnueron" / "passwd.csv").symlink_to(tmp_path / "secret.csv")
+    resources = {
+        "landing": LandingZone(url=str(landing)),
+        "episode_store": EpisodeStoreResource(
+            url=str(tmp_path / "store"), catalog_path=str(tmp_path / "episodes.duckdb")
+        ),
+        "import_settings": ImportSettings(tenant_id=NASTY),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]}))
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("ingest_mem0", "dots...json"),
+        ("ingest_mem0", hostile),
+        ("ingest_mem0", "new\nline.json"),
+        ("ingest_mnueron", "passwd.csv"),
+    ]
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+    mem0 = next(a for a in INGEST_ASSETS if a.key.path == ["mem0_episodes"])
+    for key in (hostile, "new\nline.json"):
+        assert dg.materialize([mem0], resources=resources, instance=instance, partition_key=key).success
+    mnueron = next(a for a in INGEST_ASSETS if a.key.path == ["mnueron_episodes"])
+    failed = dg.materialize(
+        [mnueron], resources=resources, instance=instance, partition_key="passwd.csv", raise_on_error=False
+    )
+    assert not failed.success
+    logged = "\n".join(str(e) for e in instance.all_logs(failed.run_id))
+    assert "outside the landing zone" in logged
+    assert "secret" not in logged.lower() and "root:" not in logged
