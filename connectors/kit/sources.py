@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from connectors.kit.sql import UNDECIDED
+from connectors.kit.sql import UNDECIDED, quote_literal
 from connectors.schema import RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -232,14 +232,14 @@ class SqlRunner:
         """
         uri = _duckdb_uri(fs, path)
         types = self.shape.struct | self.shape.scan_types
-        columns = "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(t)}" for k, t in types.items()) + "}"
-        typed_sql = f"SELECT * FROM read_json({_sql_str(uri)}, format='array', columns={columns})"
+        columns = "{" + ", ".join(f"{quote_literal(k)}: {quote_literal(t)}" for k, t in types.items()) + "}"
+        typed_sql = f"SELECT * FROM read_json({quote_literal(uri)}, format='array', columns={columns})"
         # The record text crosses over only where it is needed: records with unknown keys.
         # (A rejected record's text is rebuilt from its typed fields, see record_text.)
         raw_sql = (
             "SELECT CASE WHEN u THEN json END AS raw, u AS has_unknown FROM ("
             f"SELECT json, {self.shape.unknown_keys_sql('json')} AS u "
-            f"FROM read_json_objects({_sql_str(uri)}, format='array'))"
+            f"FROM read_json_objects({quote_literal(uri)}, format='array'))"
         )
         rows = self.scan_rows
         with _scan(fs, typed_sql, rows) as typed, _scan(fs, raw_sql, rows) as raw:
@@ -256,7 +256,7 @@ class SqlRunner:
         """One JSON array, records split by DuckDB and parsed by the projection; resumes at start."""
         sql = (
             "SELECT json AS raw, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail "
-            f"FROM read_json_objects({_sql_str(_duckdb_uri(fs, path))}, format='array')"
+            f"FROM read_json_objects({quote_literal(_duckdb_uri(fs, path))}, format='array')"
         )
         with _scan(fs, sql, self.scan_rows) as batches:
             yield from self.over_chunks(_numbered(batches, start))
@@ -404,10 +404,6 @@ def _prefetch(reader: pa.RecordBatchReader, depth: int = 1) -> Generator[pa.Tabl
                 chunks.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def iter_json_items(

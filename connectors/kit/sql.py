@@ -9,12 +9,40 @@ parse of the record). A record flagged ``has_unknown`` (keys the connector does 
 ``sources.RecordShape``) takes the exact path: ``json_merge_patch`` on the raw record. Source
 metadata that is not an object, or that uses the reserved ``_source`` key itself, is kept whole
 under ``_source.metadata``.
+
+:func:`quote_literal`, :func:`quote_list` and :func:`quote_identifier` are the one way text that
+came from a person or a file (a path, a URL, a name, a tenant) enters SQL where DuckDB takes no
+bound parameter: ``CREATE VIEW`` bodies, ``COPY … TO`` targets and options, ``read_*`` file
+lists. Everywhere else such text is a bound parameter.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+
+
+def _checked(text: str) -> str:
+    if "\x00" in text:
+        # DuckDB ends a string at NUL in places; no path, URL or name of ours holds one
+        raise ValueError(f"text with a NUL character cannot go into SQL: {text[:80]!r}")
+    return text
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled; nothing else is special in DuckDB's)."""
+    return "'" + _checked(text).replace("'", "''") + "'"
+
+
+def quote_list(texts: Iterable[str]) -> str:
+    """A SQL list of string literals, e.g. the file list of ``read_parquet``."""
+    return "[" + ", ".join(quote_literal(t) for t in texts) + "]"
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a SQL identifier (a table, view or column), double quotes doubled."""
+    return '"' + _checked(name).replace('"', '""') + '"'
+
 
 #: The first CTE of every connector's projection: whether the record is a usable object, and what
 #: JSON type it has if not (``r`` is NULL for records that did not parse as objects).

@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 
 from connectors.errors import BackupError
+from connectors.kit.sql import quote_list
 from pipelines.backups.snapshot import (
     CHUNK,
     check_path,
@@ -183,7 +184,9 @@ def _live_fingerprints(store: EpisodeStore, manifest: dict[str, Any]) -> dict[st
                 return None
             uris = [store.location.uri(p) for p in paths]
             result[kind] = (
-                _fingerprint(con, f"read_parquet({uris!r}, hive_partitioning = false)") if uris else (0, "0")
+                _fingerprint(con, f"read_parquet({quote_list(uris)}, hive_partitioning = false)")
+                if uris
+                else (0, "0")
             )
     return result
 

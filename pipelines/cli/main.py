@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -123,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     print("Query it:")
     print('  .venv/bin/memport sql "SELECT type, count(*) FROM episodes GROUP BY ALL"')
     print('  .venv/bin/memport sql "SELECT id, name, status, rows, destination FROM exports"')
-    print(f"  or any DuckDB client: duckdb -readonly {catalog_path}")
+    print(f"  or any DuckDB client: duckdb -readonly {shlex.quote(str(catalog_path))}")
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
     if failures:
@@ -319,7 +320,7 @@ def _add_export_parser(sub: Any) -> None:
     p.add_argument("--max-part-bytes", type=int, help="split into numbered parts of about this size")
     p.add_argument("--no-neutralize", action="store_true", help="csv: keep formula-like cells as is")
     p.add_argument("--ttl-hours", type=float, help="time to live (default 72)")
-    p.add_argument("--name", help="a name for the export (file names, the exports view)")
+    p.add_argument("--name", help="a label for the export (the exports view; file names use its slug)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other request field")
     p.set_defaults(func=_export)
     status = sub.add_parser("export-status", help="an export's state and files (errors if not ready)")

@@ -19,6 +19,7 @@ same store and request give the same rows; Markdown alone is ordered (by scope a
 
 from __future__ import annotations
 
+from connectors.kit.sql import quote_literal
 from connectors.schema import EPISODE_SCHEMA
 from pipelines.exports.request import ExportRequest
 
@@ -47,7 +48,7 @@ def iso(column: str) -> str:
 
 
 def neutralized(expr: str) -> str:
-    starts = ", ".join("'" + c.replace("'", "''") + "'" for c in FORMULA_STARTS)
+    starts = ", ".join(quote_literal(c) for c in FORMULA_STARTS)
     return f"CASE WHEN left({expr}, 1) IN ({starts}) THEN '''' || {expr} ELSE {expr} END"
 
 

@@ -25,7 +25,7 @@ from connectors.errors import (
     ExportNotFoundError,
     ExportNotReadyError,
 )
-from pipelines.exports.request import ExportRequest
+from pipelines.exports.request import FILE_STEM, ExportRequest, file_stem
 from pipelines.exports.writer import Progress, write_export
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.locations import Location
@@ -57,6 +57,8 @@ def _save(exports: Location, manifest: dict[str, Any]) -> dict[str, Any]:
 def submit(exports: Location, request: ExportRequest, *, export_id: str | None = None) -> dict[str, Any]:
     """Record a new export as PENDING and return its manifest."""
     export_id = export_id or new_export_id()
+    if not FILE_STEM.fullmatch(export_id):
+        raise ValueError(f"export id {export_id!r} is not a plain file name")
     dest = request.destination or exports.uri(exports.path(export_id))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -101,7 +103,7 @@ def run(
     _save(exports, manifest)
     clock = time.perf_counter()
     custom = request.destination is not None
-    base = request.name or "episodes"
+    base = file_stem(request.name)  # the name is a label; the files take its sanitized slug
     try:
         dest = Location.from_url(manifest["destination"])
         rows, files = write_export(
@@ -138,8 +140,8 @@ def export(
 
 def get(exports: Location, export_id: str) -> dict[str, Any]:
     """The export's manifest, whatever its state; :class:`ExportNotFoundError` if there is none."""
-    path = manifest_path(exports, export_id)
-    if "/" in export_id or not exports.fs.exists(path):
+    path = manifest_path(exports, file_stem(export_id))
+    if not FILE_STEM.fullmatch(export_id) or not exports.fs.exists(path):  # an id, never a path
         raise ExportNotFoundError(
             export_id, f"export {export_id!r} not found under {exports.url()} (EXPORT_NOT_FOUND)"
         )

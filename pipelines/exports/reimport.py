@@ -17,6 +17,7 @@ import polars as pl
 
 from connectors.base import Batch
 from connectors.errors import ConfigError
+from connectors.kit.sql import quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.exports.formats import CSV_HEADER, LIST_COLUMNS, NUMBER_COLUMNS, TIMESTAMP_COLUMNS
 from pipelines.store.episodes import DumpInfo, EpisodeStore, ImportResult, dump_key
@@ -28,7 +29,7 @@ BATCH_ROWS = 50_000
 
 
 def _reader(fmt: str, uri: str) -> str:
-    quoted = "'" + uri.replace("'", "''") + "'"
+    quoted = quote_literal(uri)
     if fmt == "csv":
         cols = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in CSV_HEADER) + "}"
         return (

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -82,7 +83,7 @@ class ExportRequest:
     #: CSV only: prefix ``'`` to cells a spreadsheet would run as a formula. On by default.
     neutralize_formulas: bool = True
     ttl_hours: float = DEFAULT_TTL_HOURS
-    #: The spec's name, when the request comes from the specs file.
+    #: The spec's name (or ``--name``): a label, kept as given; file names use :func:`file_stem`.
     name: str | None = None
 
     @classmethod
@@ -95,6 +96,21 @@ class ExportRequest:
         if self.format != "csv":
             out.pop("neutralize_formulas")
         return out | self.filters.used() | {"tenant_id": self.filters.tenant_id}
+
+
+#: What an export's file names are made of: never a path, a glob, a quote or a DuckDB ``{i}``.
+FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def file_stem(name: str | None) -> str:
+    """The stem of an export's file names for the label ``name``: a sanitized slug.
+
+    A name is a label, never a path: every run of characters other than ASCII letters, digits,
+    ``.``, ``_`` and ``-`` becomes one ``_``, leading ``.``/``_``/``-`` go, the rest is cut to
+    80 characters; ``episodes`` when nothing is left. ``../../../X`` → ``X``; ``it's`` → ``it_s``.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name or "").lstrip("._-")[:80].rstrip("._-")
+    return stem if FILE_STEM.fullmatch(stem) else "episodes"
 
 
 _OPTION_KEYS = {f.name for f in fields(ExportRequest)} - {"filters"}

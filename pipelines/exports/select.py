@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 
+from connectors.kit.sql import quote_list
 from connectors.schema import EPISODE_SCHEMA
 from pipelines.exports.request import ALL_TENANTS, EPOCH, ExportFilters
 from pipelines.store.episodes import CURRENT_ORDER, EpisodeStore, typed_empty
@@ -46,10 +47,6 @@ def live_files(store: EpisodeStore) -> list[str]:
     return [store.location.uri(f["path"]) for m in store.live_manifests() for f in m["files"]["episodes"]]
 
 
-def _sql_list(items: list[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
-
-
 def create_source(con: duckdb.DuckDBPyConnection, store: EpisodeStore) -> None:
     """The view :data:`SOURCE` over the store's live episode files (typed and empty if none)."""
     store.location.register_with(con)
@@ -59,7 +56,7 @@ def create_source(con: duckdb.DuckDBPyConnection, store: EpisodeStore) -> None:
         # partition folder's value (source_system=memport for re-imported exports) and add `dump`
         con.execute(
             f"CREATE TEMP VIEW {SOURCE} AS SELECT * FROM "
-            f"read_parquet({_sql_list(files)}, filename = true, file_row_number = true, "
+            f"read_parquet({quote_list(files)}, filename = true, file_row_number = true, "
             "hive_partitioning = false)"
         )
         return

@@ -20,8 +20,9 @@ from typing import Any
 
 import duckdb
 
+from connectors.kit.sql import quote_literal
 from pipelines.exports import formats, markdown
-from pipelines.exports.request import ExportRequest
+from pipelines.exports.request import FILE_STEM, ExportRequest
 from pipelines.exports.select import create_source, select
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.locations import Location
@@ -75,22 +76,25 @@ def _copy(
     if request.max_part_bytes:
         target = dest.uri(dest.root)
         options += (
-            f", FILE_SIZE_BYTES {int(request.max_part_bytes)}, FILENAME_PATTERN '{basename}-{{i}}', "
-            f"FILE_EXTENSION '{ext}', OVERWRITE_OR_IGNORE true"
+            f", FILE_SIZE_BYTES {int(request.max_part_bytes)}, "
+            f"FILENAME_PATTERN {quote_literal(basename + '-{i}')}, "
+            f"FILE_EXTENSION {quote_literal(ext)}, OVERWRITE_OR_IGNORE true"
         )
     else:
         target = dest.uri(dest.path(f"{basename}.{ext}"))
     if dest.is_local:
         dest.fs.makedirs(dest.root, exist_ok=True)
-    (rows,) = con.execute(
-        f"COPY ({sql}) TO '{target.replace(chr(39), chr(39) * 2)}' ({options})", params
-    ).fetchall()[0]
+    (rows,) = con.execute(f"COPY ({sql}) TO {quote_literal(target)} ({options})", params).fetchall()[0]
     if not request.max_part_bytes:
         return int(rows), [dest.path(f"{basename}.{ext}")]
-    found = dest.fs.glob(dest.path(f"{basename}-*.{ext}"))
+    # listed, not globbed: the destination's own path may hold glob characters
+    parts = {}
+    for path in dest.fs.ls(dest.root, detail=False):
+        number = path.rsplit("/", 1)[1].removeprefix(f"{basename}-").removesuffix(f".{ext}")
+        if number.isdigit() and path.rsplit("/", 1)[1] == f"{basename}-{number}.{ext}":
+            parts[int(number)] = path
     # numbered parts in number order (DuckDB's {i} is not zero-padded)
-    found.sort(key=lambda p: int(p.rsplit("/", 1)[1][len(basename) + 1 :].split(".", 1)[0]))
-    return int(rows), found
+    return int(rows), [parts[n] for n in sorted(parts)]
 
 
 def _describe(dest: Location, paths: list[str]) -> list[dict[str, Any]]:
@@ -120,7 +124,12 @@ def write_export(
     title: str,
     progress: Progress | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Write the request's rows to ``dest``; returns the row count and the files written."""
+    """Write the request's rows to ``dest``; returns the row count and the files written.
+
+    ``basename`` is a file stem (see :func:`pipelines.exports.request.file_stem`), never a path.
+    """
+    if not FILE_STEM.fullmatch(basename):
+        raise ValueError(f"export file stem {basename!r} is not a plain file name; see file_stem()")
     spill = tempfile.mkdtemp(prefix="memport-export-")
     try:
         limit = MARKDOWN_MEMORY_LIMIT if request.format == "markdown" else MEMORY_LIMIT

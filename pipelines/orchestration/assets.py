@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition
 # time to inject the context and resources, and cannot resolve them from strings.
 
+import shlex
 from datetime import timedelta
 
 import dagster as dg
@@ -190,7 +191,7 @@ def episode_catalog(
             "rejects": dg.MetadataValue.int(summary.rejects),
             "files_vacuumed": dg.MetadataValue.int(len(removed)),
             "query": dg.MetadataValue.md(
-                f"```\nduckdb -readonly {summary.path}\n"
+                f"```\nduckdb -readonly {shlex.quote(str(summary.path))}\n"
                 "SELECT source_system, type, count(*) FROM episodes GROUP BY ALL;\n```"
             ),
         }

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from connectors.kit.sql import quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
@@ -43,15 +44,17 @@ class CatalogSummary:
 
 
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
+    view, empty = quote_identifier(name), quote_identifier(f"_empty_{name}")
     if files:
         # hive_partitioning off: the columns are the rows' own, never the folder names'
         # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files!r}, hive_partitioning = false)")
+        source = f"read_parquet({quote_list(files)}, hive_partitioning = false)"
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
         return
     con.register("empty", typed_empty(schema))
-    con.execute(f"CREATE TABLE _empty_{name} AS SELECT * FROM empty")
+    con.execute(f"CREATE TABLE {empty} AS SELECT * FROM empty")
     con.unregister("empty")
-    con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM {empty}")
 
 
 def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame:

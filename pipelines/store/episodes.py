@@ -36,6 +36,7 @@ import polars as pl
 
 from connectors.base import Batch
 from connectors.errors import StoreError
+from connectors.kit.sql import quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, RejectReason
 from pipelines.store.locations import Location
 
@@ -295,7 +296,7 @@ class EpisodeStore:
             dups = con.sql(
                 f"""
                 SELECT dump_record, first_value(dump_record) OVER w AS kept
-                FROM read_parquet({paths!r}, hive_partitioning = false)
+                FROM read_parquet({quote_list(paths)}, hive_partitioning = false)
                 WINDOW w AS (PARTITION BY idempotency_key
                              ORDER BY coalesce(updated_at, created_at, observed_at) DESC NULLS LAST,
                                       dump_record)

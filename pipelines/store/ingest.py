@@ -1,9 +1,16 @@
 """Ingest: one dump in the landing zone → one committed partition of the episode store.
 
 Plain Python, the one code path the Dagster assets, the command line and the benchmark share.
+
+Symbolic links are never followed out of the landing zone: whoever can drop a file there must not
+make memport read ``/etc/passwd`` (and quote its first line in an error). A link is read only when
+its target resolves inside the landing zone; a linked folder is not walked into (no loops, no
+dump found twice), and one that leads out is listed so that its refusal is visible.
 """
 
 from __future__ import annotations
+
+import os
 
 from connectors import registry
 from connectors.base import DEFAULT_BATCH_ROWS
@@ -24,13 +31,51 @@ def discover_dumps(landing: Location, system: str) -> list[str]:
     if not landing.fs.exists(base):
         return []
     found = []
-    for path in landing.fs.find(base):
+    for path in _local_files(landing, base) if landing.is_local else landing.fs.find(base):
         rel = path[len(base) + 1 :]
         parts = rel.split("/")
         if any(p.startswith(_IGNORED_PREFIXES) for p in parts) or rel.endswith(_IGNORED_SUFFIXES):
             continue
         found.append(rel)
     return sorted(found)
+
+
+def _local_files(landing: Location, base: str) -> list[str]:
+    """Files under ``base``, links to files included; linked folders only when they lead out."""
+    found, stack = [], [base]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                linked_file = entry.is_symlink() and entry.is_file()
+                if entry.is_file(follow_symlinks=False) or linked_file or _outside(landing, entry.path):
+                    found.append(entry.path)
+    return found
+
+
+def _outside(landing: Location, path: str) -> bool:
+    root = os.path.realpath(landing.root)
+    return os.path.commonpath([root, os.path.realpath(path)]) != root
+
+
+def _checked_path(landing: Location, system: str, relpath: str) -> str:
+    """The path to read for ``relpath``: inside the landing zone, with links resolved."""
+    path = landing.path(system, relpath)
+    where = f"dump {landing.uri(path)} (system {system}, key {relpath!r})"
+    if ".." in relpath.split("/") or relpath.startswith("/"):
+        raise ConfigError(f"{where}: a dump key is a path inside the landing zone; '..' is not allowed")
+    if not landing.is_local:
+        return path
+    if _outside(landing, path):
+        # the target is not named: the link's owner knows it, the event log need not
+        raise ConfigError(
+            f"{where} is a symbolic link (or lies under one) that resolves outside the landing zone "
+            f"{landing.url()}; memport does not follow links out of it. Copy the file into the "
+            "landing zone instead."
+        )
+    return os.path.realpath(path)
 
 
 def ingest_dump(
@@ -46,7 +91,7 @@ def ingest_dump(
 ) -> ImportResult:
     """Read ``<landing>/<system>/<relpath>`` with the system's connector and commit it."""
     connector = registry.get(system)
-    path = landing.path(system, relpath)
+    path = _checked_path(landing, system, relpath)
     if not landing.fs.isfile(path):
         raise ConfigError(
             f"dump {landing.uri(path)} does not exist (system {system}, key {relpath!r}); "

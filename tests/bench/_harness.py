@@ -103,17 +103,28 @@ def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return min(runs, key=lambda r: r["wall"]) | {"peak": max(r["peak"] for r in runs)}
 
 
+def land(dump: Path, dest: Path) -> None:
+    """Put ``dump`` at ``dest`` in a landing zone: a hard link, or a copy across file systems.
+
+    Not a symbolic link: memport refuses links that lead out of the landing zone."""
+    try:
+        os.link(dump.resolve(), dest)
+    except OSError:
+        shutil.copyfile(dump, dest)
+
+
 def ingest(system: str, dump: str, out: str, *, name: str, **options: Any) -> dict[str, int]:
-    """Ingest ``dump`` (linked as ``name`` into a landing zone under ``out``) into a fresh store
-    there, through ``pipelines.store.ingest.ingest_dump`` (the code path the Dagster asset runs); its
-    counts."""
+    """Ingest ``dump`` (hard-linked as ``name`` into a landing zone under ``out``) into a fresh
+    store there, through ``pipelines.store.ingest.ingest_dump`` (the code path the Dagster asset
+    runs); its counts. The cache and ``out`` share the bench folder, so :func:`land` links (were
+    it to copy, the copy would be timed with the step)."""
     from pipelines.store.episodes import EpisodeStore
     from pipelines.store.ingest import ingest_dump
     from pipelines.store.locations import Location
 
     landing_dir = Path(out) / "landing" / system
     landing_dir.mkdir(parents=True)
-    (landing_dir / name).symlink_to(Path(dump).resolve())
+    land(Path(dump), landing_dir / name)
     result = ingest_dump(
         EpisodeStore.from_url(f"{out}/store"),
         Location.from_url(f"{out}/landing"),

@@ -22,6 +22,7 @@ from pipelines.backups.snapshot import take_snapshot
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
+from tests.bench._harness import land
 from tests.bench.ingest_bench import dump_for
 
 
@@ -31,7 +32,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="memport-backup-bench-"))
     try:
         (work / "landing" / "mem0").mkdir(parents=True)
-        (work / "landing" / "mem0" / "dump.json").symlink_to(dump.resolve())
+        land(dump, work / "landing" / "mem0" / "dump.json")  # before the clock: it may copy
         store = EpisodeStore.from_url(str(work / "store"))
         backup = Location.from_url(str(work / "backups"))
         clock = time.perf_counter()
