@@ -186,6 +186,16 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def episode_id(tenant_id: str, system: str) -> pl.Expr:
+    """``ep_`` + SHA-256 of (tenant, system, ``source_id``), unit-separated: the same source id in
+    two tenants is two episodes. (Before the tenant was part of it, the digest was of (system,
+    ``source_id``) alone; the store chooses current versions by those columns, not by this id, so
+    ids of either kind resolve per tenant — see ``pipelines.store.episodes.IDENTITY``.)"""
+    return pl.lit("ep_") + plh.concat_str(
+        pl.lit(tenant_id + "\x1f" + system + "\x1f"), pl.col("source_id")
+    ).chash.sha2_256()
+
+
 def finish(
     staged: pl.DataFrame,
     raw: pa.Table,
@@ -202,8 +212,7 @@ def finish(
     staged = staged.with_columns(
         content_bytes=pl.col("content").str.len_bytes(),
         content_sha256=plh.col("content").chash.sha2_256(),
-        episode_id=pl.lit("ep_")
-        + plh.concat_str(pl.lit(system + "\x1f"), pl.col("source_id")).chash.sha2_256(),
+        episode_id=episode_id(options.tenant_id, system),
     )
     staged = staged.with_columns(too_deep=_too_deep(staged["metadata"]))
     checks: list[tuple[pl.Expr, RejectReason, pl.Expr]] = [

@@ -9,8 +9,8 @@ Layout under the backup URL (any fsspec location)::
 
 The snapshot of day D is the store as it stood at the end of D (UTC), judged by the store's own
 ingest times: every import manifest whose ``finished_at`` is before D+1 00:00 UTC, and for each
-partition the newest of those (by ``ingest_id``, the store's own rule) names the live episode and
-reject files. Import manifests of older versions are kept too (small; the ``imports`` view shows
+partition and tenant the newest of those (by ``ingest_id``, the store's own rule) names the live
+episode and reject files. Import manifests of older versions are kept too (small; the ``imports`` view shows
 them), their data files are not. Today's snapshot is the store as it is now and is simply taken
 again by the next run. A day before the first ingest gives an empty snapshot, which restores an
 empty store.
@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 
 from connectors.errors import BackupError
-from pipelines.store.episodes import EpisodeStore
+from pipelines.store.episodes import EpisodeStore, live_key
 from pipelines.store.locations import Location
 
 SNAPSHOT_VERSION = 1
@@ -123,14 +123,14 @@ def store_as_of(store: EpisodeStore, end: datetime) -> tuple[list[dict[str, Any]
     paths = sorted(store.fs.glob(pattern))
     raw: dict[str, bytes] = store.fs.cat(paths) if paths else {}  # concurrent on object stores
     committed: dict[str, bytes] = {}
-    newest: dict[str, tuple[str, dict[str, Any]]] = {}
+    newest: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     for path in paths:
         manifest = json.loads(raw[path])
         if datetime.fromisoformat(manifest["finished_at"]) >= end:
             continue
         rel = _relative(store, path)
         committed[rel] = raw[path]
-        partition = rel.rsplit("/", 1)[0]
+        partition = live_key(path, manifest)  # the store's own rule: per partition and tenant
         if partition not in newest or path > newest[partition][0]:
             newest[partition] = (path, manifest)
     files = [

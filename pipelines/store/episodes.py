@@ -50,6 +50,12 @@ MANIFEST_VERSION = 1
 Progress = Callable[[int, int, int], None]
 
 
+#: What makes rows versions of one episode: the same source record in the same tenant. The
+#: ``episode_id`` is a digest of exactly these; the current version is chosen by them rather than by
+#: the id, so ids written before the tenant was part of the digest (two tenants sharing one) still
+#: resolve per tenant, and an old-id version and a new-id version of one episode are one episode.
+IDENTITY = "tenant_id, source_system, source_id"
+
 #: The version of an episode that is current: the source's latest time, then the latest ingest.
 CURRENT_ORDER = (
     "coalesce(updated_at, created_at, observed_at) DESC NULLS LAST, "
@@ -70,6 +76,15 @@ def dump_key(relpath: str) -> str:
 
 def dump_relpath(key: str) -> str:
     return unquote(key)
+
+
+def live_key(manifest_path: str, manifest: dict[str, Any]) -> tuple[str, str]:
+    """What one live import is per: its partition (folder) and its tenant.
+
+    Two tenants' landing zones often hold a dump under the same name; each tenant's newest import
+    of it is live, so neither replaces the other's. Within a tenant, the newest ``ingest_id`` wins.
+    """
+    return manifest_path.rsplit("/", 1)[0], str(manifest["tenant_id"])
 
 
 def new_ingest_id(now: datetime | None = None) -> str:
@@ -284,7 +299,8 @@ class EpisodeStore:
     def _deduplicate(
         self, files: list[dict[str, Any]], ingest_id: str
     ) -> tuple[int, list[dict[str, Any]], pl.DataFrame]:
-        """Within one dump, one row per idempotency key: the newest version, else the first seen.
+        """Within one dump, one row per tenant and idempotency key: the newest version, else the
+        first seen (a re-imported every-tenant export holds the same key once per tenant).
 
         The others leave the episode files and go to rejects with reason ``duplicate``, the whole
         row kept as JSON, so nothing is lost.
@@ -296,7 +312,7 @@ class EpisodeStore:
                 f"""
                 SELECT dump_record, first_value(dump_record) OVER w AS kept
                 FROM read_parquet({paths!r}, hive_partitioning = false)
-                WINDOW w AS (PARTITION BY idempotency_key
+                WINDOW w AS (PARTITION BY tenant_id, idempotency_key
                              ORDER BY coalesce(updated_at, created_at, observed_at) DESC NULLS LAST,
                                       dump_record)
                 QUALIFY row_number() OVER w > 1
@@ -335,15 +351,16 @@ class EpisodeStore:
     # -- reading ---------------------------------------------------------------------------
 
     def manifests(self) -> Iterator[tuple[bool, dict[str, Any]]]:
-        """Every import manifest, with whether it is the live one of its partition."""
+        """Every import manifest, with whether it is the live one of its partition and tenant."""
         pattern = self.location.path("imports", "source_system=*", "dump=*", "*.json")
-        by_partition: dict[str, list[str]] = {}
-        for path in sorted(self.fs.glob(pattern)):
-            by_partition.setdefault(path.rsplit("/", 1)[0], []).append(path)
-        for paths in by_partition.values():
-            newest = max(paths)
-            for path in paths:
-                yield path == newest, json.loads(self.fs.cat_file(path))
+        paths = sorted(self.fs.glob(pattern))
+        raw: dict[str, bytes] = self.fs.cat(paths) if paths else {}  # concurrent on object stores
+        loaded = [(path, json.loads(raw[path])) for path in paths]
+        newest: dict[tuple[str, str], str] = {}
+        for path, manifest in loaded:
+            newest[live_key(path, manifest)] = path  # sorted: the last one is the newest
+        for path, manifest in loaded:
+            yield newest[live_key(path, manifest)] == path, manifest
 
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
