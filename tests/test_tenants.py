@@ -35,8 +35,13 @@ IDS = [f"mem-{i}" for i in range(8)]
 def mem0_dump(text: str = "fact", updated: str = "2025-02-01T00:00:00Z") -> str:
     """8 good Mem0 memories and one without text (a ``missing_field`` reject)."""
     records: list[dict[str, Any]] = [
-        {"id": sid, "memory": f"{text} {n}", "user_id": "u1", "created_at": "2025-01-01T00:00:00Z",
-         "updated_at": updated}
+        {
+            "id": sid,
+            "memory": f"{text} {n}",
+            "user_id": "u1",
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": updated,
+        }
         for n, sid in enumerate(IDS)
     ]
     records.append({"id": "mem-bad", "user_id": "u1", "created_at": "2025-01-01T00:00:00Z"})
@@ -85,7 +90,9 @@ def test_every_catalog_view_is_per_tenant(two_tenants: EpisodeStore, tmp_path: P
         ids = ids_by_tenant(con)
         assert ids["acme"].isdisjoint(ids["globex"])  # the same source id is two episodes
         for tenant in TENANTS:
-            sources = con.sql("SELECT source_id FROM episodes WHERE tenant_id = ?", params=[tenant]).fetchall()
+            sources = con.sql(
+                "SELECT source_id FROM episodes WHERE tenant_id = ?", params=[tenant]
+            ).fetchall()
             assert sorted(s for (s,) in sources) == IDS
 
 
@@ -199,10 +206,18 @@ def test_reimport_keeps_tenants_apart(fmt: str, two_tenants: EpisodeStore, tmp_p
 def test_cortexdb_line_of_another_tenant_is_rejected(tmp_path: Path) -> None:
     store = EpisodeStore.from_url(str(tmp_path / "store"))
     landing = Location.from_url(str(tmp_path / "landing"))
-    line = {"episode_id": "ep_1", "scope": "org:x", "type": "decision", "content": "c",
-            "timestamp": "2025-05-02T16:20:00Z"}
-    lines = [line, line | {"episode_id": "ep_2", "tenant_id": "globex"}, line | {"episode_id": "ep_3",
-             "tenant_id": "acme"}]
+    line = {
+        "episode_id": "ep_1",
+        "scope": "org:x",
+        "type": "decision",
+        "content": "c",
+        "timestamp": "2025-05-02T16:20:00Z",
+    }
+    lines = [
+        line,
+        line | {"episode_id": "ep_2", "tenant_id": "globex"},
+        line | {"episode_id": "ep_3", "tenant_id": "acme"},
+    ]
     put(landing, "cortexdb/e.jsonl", "\n".join(json.dumps(x) for x in lines))
     result = ingest_dump(store, landing, "cortexdb", "e.jsonl", tenant_id="acme")
     assert result.counts == {"read": 3, "accepted": 2, "rejected": 1, "duplicate": 0}
@@ -239,3 +254,54 @@ def test_episode_ids_written_by_older_versions_still_resolve(tmp_path: Path) -> 
     for tenant, text in (("acme", "newer"), ("globex", "fact")):
         rows = exported_rows(export(store, exports, format="ndjson", tenant_id=tenant))
         assert len(rows) == 8 and {r["content"].split()[0] for r in rows} == {text}
+
+
+def test_cli_export_other_tenant_then_import_export(
+    two_tenants: EpisodeStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``memport export`` runs the adhoc_export job (MEMPORT_TENANT_ID=acme): ``--tenant`` picks
+    another tenant's episodes, and import-export keeps that tenant."""
+    from pipelines.cli import main as cli
+
+    for name, value in {
+        "MEMPORT_STORE_URL": str(tmp_path / "store"),
+        "MEMPORT_CATALOG_PATH": str(tmp_path / "c.duckdb"),
+        "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
+        "MEMPORT_TENANT_ID": "acme",
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["export", "ndjson", "--tenant", "globex"])  # the issue's command: was 0 rows
+    out = capsys.readouterr().out
+    assert code == 0 and "READY, 8 rows" in out, out
+    export_id = out.split()[1].rstrip(":")
+    manifest = lifecycle.get(Location.from_url(str(tmp_path / "exports")), export_id)
+    assert manifest["filters"]["tenant_id"] == "globex"
+    assert {r["tenant_id"] for r in exported_rows(manifest)} == {"globex"}
+    other = tmp_path / "other"
+    code = cli.main(
+        ["import-export", export_id, "--store", str(other / "store"), "--catalog", str(other / "c.duckdb")]
+    )
+    assert code == 0, capsys.readouterr().err
+    with connect(other / "c.duckdb") as con:
+        assert per_tenant(con, "episodes") == {"globex": 8}
+
+
+def test_episode_id_formula_is_injective() -> None:
+    """``ep_`` + sha256 of ``<len>:<tenant>\\x1f<system>\\x1f<source_id>``: a tenant or source id
+    holding the separator cannot make another identity's text."""
+    import hashlib
+
+    from connectors.kit.normalize import episode_id
+
+    def eid(tenant: str, source_id: str) -> str:
+        return str(pl.DataFrame({"source_id": [source_id]}).select(episode_id(tenant, "mem0")).item())
+
+    assert eid("acme", "m-1") == "ep_" + hashlib.sha256(b"4:acme\x1fmem0\x1fm-1").hexdigest()
+    assert eid("acme", "m-1") != eid("globex", "m-1")
+    assert eid("x\x1fmem0", "1") != eid("x", "mem0\x1fmem0\x1f1")
+    assert eid("é", "1") == "ep_" + hashlib.sha256("2:é\x1fmem0\x1f1".encode()).hexdigest()
