@@ -305,3 +305,25 @@ def test_episode_id_formula_is_injective() -> None:
     assert eid("acme", "m-1") != eid("globex", "m-1")
     assert eid("x\x1fmem0", "1") != eid("x", "mem0\x1fmem0\x1f1")
     assert eid("é", "1") == "ep_" + hashlib.sha256("2:é\x1fmem0\x1f1".encode()).hexdigest()
+
+
+def test_snapshot_restore_and_its_proof_keep_both_tenants(two_tenants: EpisodeStore, tmp_path: Path) -> None:
+    """A snapshot takes each tenant's live import of the same-named dump; the restored store and
+    the restore check agree with the live store, per tenant."""
+    from datetime import UTC, datetime
+
+    from pipelines.backups.restore import prove, restore
+    from pipelines.backups.snapshot import take_snapshot
+
+    today = datetime.now(UTC).date().isoformat()
+    backup = Location.from_url(str(tmp_path / "backup"))
+    snap = take_snapshot(two_tenants, backup, today)
+    assert snap.rows == 16  # 8 episodes per tenant
+    target = EpisodeStore.from_url(str(tmp_path / "restored"))
+    restore(backup, today, target, tmp_path / "r.duckdb")
+    with connect(tmp_path / "r.duckdb") as con:
+        assert per_tenant(con, "episodes") == {"acme": 8, "globex": 8}
+        assert per_tenant(con, "rejects") == {"acme": 1, "globex": 1}
+        assert per_tenant(con, "imports WHERE live") == {"acme": 1, "globex": 1}
+    verdict = prove(backup, today, two_tenants, scratch=tmp_path)
+    assert verdict["passed"], verdict
