@@ -327,3 +327,26 @@ def test_snapshot_restore_and_its_proof_keep_both_tenants(two_tenants: EpisodeSt
         assert per_tenant(con, "imports WHERE live") == {"acme": 1, "globex": 1}
     verdict = prove(backup, today, two_tenants, scratch=tmp_path)
     assert verdict["passed"], verdict
+
+
+def test_imports_written_by_older_versions_keep_their_meaning(tmp_path: Path) -> None:
+    """Before manifest version 2 an import replaced every earlier import of its partition, whatever
+    the tenant, and vacuum may since have deleted the replaced files: those stay replaced (no
+    catalog naming a missing file). A new import then replaces only its own tenant's."""
+    store = EpisodeStore.from_url(str(tmp_path / "store"))
+    ingest_tenants(tmp_path, store, order=("acme", "globex"))
+    for _, m in list(store.manifests()):  # as the old version wrote them; acme's files vacuumed
+        path = store.manifest_path(m["source_system"], m["dump_key"], m["ingest_id"])
+        store.fs.pipe_file(path, json.dumps(m | {"manifest_version": 1}).encode())
+        if m["tenant_id"] == "acme":
+            store.fs.rm([f["path"] for kind in ("episodes", "rejects") for f in m["files"][kind]])
+    build_catalog(store, tmp_path / "c.duckdb")
+    with connect(tmp_path / "c.duckdb") as con:
+        assert per_tenant(con, "imports WHERE live") == {"globex": 1}
+        assert per_tenant(con, "episodes") == {"globex": 8}
+    landing = Location.from_url(str(tmp_path / "landing-acme"))
+    ingest_dump(store, landing, "mem0", "memories.json", tenant_id="acme")  # version 2
+    build_catalog(store, tmp_path / "c.duckdb")
+    with connect(tmp_path / "c.duckdb") as con:
+        assert per_tenant(con, "imports WHERE live") == {"acme": 1, "globex": 1}
+        assert per_tenant(con, "episodes") == {"acme": 8, "globex": 8}

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +45,7 @@ from pipelines.store.locations import Location
 PART_ROWS = 250_000
 PART_BYTES = 32 << 20
 SORT_KEY = ("tenant_id", "scope", "observed_at")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: an import replaces only its own tenant's imports of the partition
 
 Progress = Callable[[int, int, int], None]
 
@@ -78,13 +78,28 @@ def dump_relpath(key: str) -> str:
     return unquote(key)
 
 
-def live_key(manifest_path: str, manifest: dict[str, Any]) -> tuple[str, str]:
-    """What one live import is per: its partition (folder) and its tenant.
+def live_flags(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    """Which of ``entries`` (import manifest path, manifest) are live, one flag each, in order.
 
-    Two tenants' landing zones often hold a dump under the same name; each tenant's newest import
-    of it is live, so neither replaces the other's. Within a tenant, the newest ``ingest_id`` wins.
+    A manifest is live unless a newer one of its partition (paths sort by ``ingest_id``) replaces
+    it. An import replaces only its own tenant's earlier imports, so two tenants' landing zones can
+    hold a dump of the same name and both stay live. An import written before manifest version 2
+    replaced every earlier import of its partition, whatever the tenant, and still does: the files
+    it replaced may since have been vacuumed.
     """
-    return manifest_path.rsplit("/", 1)[0], str(manifest["tenant_id"])
+    flags = [False] * len(entries)
+    tenants_seen: dict[str, set[str]] = {}  # per partition: tenants with a newer import
+    closed: set[str] = set()  # partitions where a version-1 import replaced every older one
+    for i in sorted(range(len(entries)), key=lambda i: entries[i][0], reverse=True):
+        path, manifest = entries[i]
+        partition = path.rsplit("/", 1)[0]
+        tenant = str(manifest["tenant_id"])
+        seen = tenants_seen.setdefault(partition, set())
+        flags[i] = partition not in closed and tenant not in seen
+        seen.add(tenant)
+        if int(manifest.get("manifest_version", 1)) < 2:
+            closed.add(partition)
+    return flags
 
 
 def new_ingest_id(now: datetime | None = None) -> str:
@@ -351,16 +366,13 @@ class EpisodeStore:
     # -- reading ---------------------------------------------------------------------------
 
     def manifests(self) -> Iterator[tuple[bool, dict[str, Any]]]:
-        """Every import manifest, with whether it is the live one of its partition and tenant."""
+        """Every import manifest, with whether it is live (:func:`live_flags`)."""
         pattern = self.location.path("imports", "source_system=*", "dump=*", "*.json")
         paths = sorted(self.fs.glob(pattern))
         raw: dict[str, bytes] = self.fs.cat(paths) if paths else {}  # concurrent on object stores
         loaded = [(path, json.loads(raw[path])) for path in paths]
-        newest: dict[tuple[str, str], str] = {}
-        for path, manifest in loaded:
-            newest[live_key(path, manifest)] = path  # sorted: the last one is the newest
-        for path, manifest in loaded:
-            yield newest[live_key(path, manifest)] == path, manifest
+        for live, (_, manifest) in zip(live_flags(loaded), loaded, strict=True):
+            yield live, manifest
 
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
