@@ -186,6 +186,19 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def episode_id(tenant_id: str, system: str) -> pl.Expr:
+    """``ep_`` + SHA-256 of (tenant, system, ``source_id``): the same source id in two tenants is
+    two episodes. The tenant goes first with its UTF-8 length (``<n>:<tenant>``), so no tenant or
+    source id, whatever characters it holds, can make two identities hash the same text.
+
+    Before the tenant was part of it, the digest was of ``<system>\x1f<source_id>`` alone; the
+    store chooses current versions by the identity columns, not by this id, so ids of either kind
+    resolve per tenant (``pipelines.store.episodes.IDENTITY``).
+    """
+    prefix = f"{len(tenant_id.encode())}:{tenant_id}\x1f{system}\x1f"
+    return pl.lit("ep_") + plh.concat_str(pl.lit(prefix), pl.col("source_id")).chash.sha2_256()
+
+
 def finish(
     staged: pl.DataFrame,
     raw: pa.Table,
@@ -202,8 +215,7 @@ def finish(
     staged = staged.with_columns(
         content_bytes=pl.col("content").str.len_bytes(),
         content_sha256=plh.col("content").chash.sha2_256(),
-        episode_id=pl.lit("ep_")
-        + plh.concat_str(pl.lit(system + "\x1f"), pl.col("source_id")).chash.sha2_256(),
+        episode_id=episode_id(options.tenant_id, system),
     )
     staged = staged.with_columns(too_deep=_too_deep(staged["metadata"]))
     checks: list[tuple[pl.Expr, RejectReason, pl.Expr]] = [

@@ -9,11 +9,11 @@ Layout under the backup URL (any fsspec location)::
 
 The snapshot of day D is the store as it stood at the end of D (UTC), judged by the store's own
 ingest times: every import manifest whose ``finished_at`` is before D+1 00:00 UTC, and for each
-partition the newest of those (by ``ingest_id``, the store's own rule) names the live episode and
-reject files. Import manifests of older versions are kept too (small; the ``imports`` view shows
-them), their data files are not. Today's snapshot is the store as it is now and is simply taken
-again by the next run. A day before the first ingest gives an empty snapshot, which restores an
-empty store.
+partition the live ones among those (the store's own rule, ``live_flags``: the newest per tenant)
+name the episode and reject files. Import manifests of older versions are kept too (small; the
+``imports`` view shows them), their data files are not. Today's snapshot is the store as it is
+now and is simply taken again by the next run. A day before the first ingest gives an empty
+snapshot, which restores an empty store.
 
 A file is copied only if no object with its content exists, so a snapshot costs what changed.
 Parquet parts are immutable (a store path is never reused), so their sha256 is taken from earlier
@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 
 from connectors.errors import BackupError
-from pipelines.store.episodes import EpisodeStore
+from pipelines.store.episodes import EpisodeStore, live_flags
 from pipelines.store.locations import Location
 
 SNAPSHOT_VERSION = 1
@@ -123,19 +123,17 @@ def store_as_of(store: EpisodeStore, end: datetime) -> tuple[list[dict[str, Any]
     paths = sorted(store.fs.glob(pattern))
     raw: dict[str, bytes] = store.fs.cat(paths) if paths else {}  # concurrent on object stores
     committed: dict[str, bytes] = {}
-    newest: dict[str, tuple[str, dict[str, Any]]] = {}
+    entries: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
         manifest = json.loads(raw[path])
         if datetime.fromisoformat(manifest["finished_at"]) >= end:
             continue
-        rel = _relative(store, path)
-        committed[rel] = raw[path]
-        partition = rel.rsplit("/", 1)[0]
-        if partition not in newest or path > newest[partition][0]:
-            newest[partition] = (path, manifest)
+        committed[_relative(store, path)] = raw[path]
+        entries.append((path, manifest))
     files = [
         {"path": _relative(store, f["path"]), "kind": kind, "bytes": int(f["bytes"]), "rows": int(f["rows"])}
-        for _, manifest in sorted(newest.values(), key=lambda item: item[0])
+        for (_, manifest), live in zip(entries, live_flags(entries), strict=True)
+        if live  # the store's own rule, as it stood at ``end``
         for kind in ("episodes", "rejects")
         for f in manifest["files"][kind]
     ]

@@ -2,12 +2,13 @@
 
 Reads the store's live Parquet files (those the live import manifests name; the store, not the
 catalog, is the system of record, so an export never sees a stale catalog). The current version
-of each episode is the one the catalog's ``episodes`` view picks (``CURRENT_ORDER``); with
-``as_of`` it is the one ``episodes_as_of`` picks. Filters apply to that version, so a filter can
-never reach an older version of an episode that has since moved out of it.
+of each episode (per ``IDENTITY``: tenant, system, source id) is the one the catalog's
+``episodes`` view picks (``CURRENT_ORDER``); with ``as_of`` it is the one ``episodes_as_of``
+picks. Filters apply to that version, so a filter can never reach an older version of an episode
+that has since moved out of it.
 
 Instead of a window over every column (which would hold the whole export in memory), the
-versions to drop are found first from a narrow scan (``episode_id`` and the ordering columns of
+versions to drop are found first from a narrow scan (the identity and the ordering columns of
 the episodes that have more than one version) and anti-joined by file and row number; when no
 episode has two versions — the common case — the rows stream straight from the files.
 """
@@ -24,7 +25,7 @@ import duckdb
 from connectors.kit.sql import quote_list
 from connectors.schema import EPISODE_SCHEMA
 from pipelines.exports.request import ALL_TENANTS, EPOCH, ExportFilters
-from pipelines.store.episodes import CURRENT_ORDER, EpisodeStore, typed_empty
+from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, typed_empty
 
 #: The view every export query reads from: the live files, with file name and row number.
 SOURCE = "export_src"
@@ -84,10 +85,10 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, filters: ExportFilters)
         f"""
         CREATE OR REPLACE TEMP TABLE export_older AS
         SELECT filename, file_row_number FROM {SOURCE}
+        SEMI JOIN (SELECT {IDENTITY} FROM {SOURCE} WHERE {as_of}
+                   GROUP BY ALL HAVING count(*) > 1) USING ({IDENTITY})
         WHERE {as_of}
-          AND episode_id IN (SELECT episode_id FROM {SOURCE} WHERE {as_of}
-                             GROUP BY episode_id HAVING count(*) > 1)
-        QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY {CURRENT_ORDER}) > 1
+        QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) > 1
         """,
         params_twice,
     )

@@ -32,8 +32,8 @@ snapshot_days = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, end_offset=1,
     kinds={"parquet", "json"},
     description=(
         "A snapshot of the episode store as it stood at the end of the partition's day (UTC), by the "
-        "store's own ingest times: every import manifest finished by then and, per dump partition, the "
-        "episode and reject files of the newest of them. Writes `<backup>/snapshots/date=<day>/"
+        "store's own ingest times: every import manifest finished by then and, per dump partition and "
+        "tenant, the episode and reject files of the newest of them. Writes `<backup>/snapshots/date=<day>/"
         "manifest.json` (path, kind, bytes, rows, sha256 per file) after copying into "
         "`<backup>/objects/` only the files no earlier snapshot copied. Today's partition is the store "
         "as of now. Backfilling a day before the first ingest gives an empty snapshot."

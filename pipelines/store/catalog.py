@@ -5,10 +5,10 @@ renamed over it in one step. An analyst holding the old file open keeps a consis
 store as it was (their handle still points at the old file, and the data files it names are kept
 until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
 
-Views: ``episodes`` (current version of each episode), ``episode_log`` (every version),
-``rejects``, ``imports`` (every import, ``live`` marks the committed one per partition),
-``exports`` (every export from its manifest, newest first), ``snapshots`` (the backups, see
-``pipelines.backups.snapshot``), and the table macro
+Views: ``episodes`` (current version of each episode: per tenant, system and source id),
+``episode_log`` (every version), ``rejects``, ``imports`` (every import, ``live`` marks the
+committed one per partition and tenant), ``exports`` (every export from its manifest, newest
+first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the table macro
 ``episodes_as_of(ts)`` for bi-temporal questions.
 """
 
@@ -29,7 +29,7 @@ from connectors.kit.sql import quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
-from pipelines.store.episodes import CURRENT_ORDER, EpisodeStore, dump_relpath, typed_empty
+from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, dump_relpath, typed_empty
 from pipelines.store.locations import Location
 
 
@@ -175,7 +175,7 @@ def build_catalog(
             _files_view(con, "rejects", reject_files, REJECT_SCHEMA)
             con.execute(
                 "CREATE VIEW episodes AS SELECT * FROM episode_log "
-                f"QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY {CURRENT_ORDER}) = 1"
+                f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1"
             )
             con.execute(
                 """
@@ -185,7 +185,9 @@ def build_catalog(
                   AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
                   AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
                   AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')
-                QUALIFY row_number() OVER (PARTITION BY episode_id ORDER BY """
+                QUALIFY row_number() OVER (PARTITION BY """
+                + IDENTITY
+                + " ORDER BY "
                 + CURRENT_ORDER
                 + ") = 1"
             )

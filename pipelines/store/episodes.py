@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,10 +46,16 @@ from pipelines.store.locations import Location
 PART_ROWS = 250_000
 PART_BYTES = 32 << 20
 SORT_KEY = ("tenant_id", "scope", "observed_at")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: an import replaces only its own tenant's imports of the partition
 
 Progress = Callable[[int, int, int], None]
 
+
+#: What makes rows versions of one episode: the same source record in the same tenant. The
+#: ``episode_id`` is a digest of exactly these; the current version is chosen by them rather than by
+#: the id, so ids written before the tenant was part of the digest (two tenants sharing one) still
+#: resolve per tenant, and an old-id version and a new-id version of one episode are one episode.
+IDENTITY = "tenant_id, source_system, source_id"
 
 #: The version of an episode that is current: the source's latest time, then the latest ingest.
 CURRENT_ORDER = (
@@ -71,6 +77,30 @@ def dump_key(relpath: str) -> str:
 
 def dump_relpath(key: str) -> str:
     return unquote(key)
+
+
+def live_flags(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    """Which of ``entries`` (import manifest path, manifest) are live, one flag each, in order.
+
+    A manifest is live unless a newer one of its partition (paths sort by ``ingest_id``) replaces
+    it. An import replaces only its own tenant's earlier imports, so two tenants' landing zones can
+    hold a dump of the same name and both stay live. An import written before manifest version 2
+    replaced every earlier import of its partition, whatever the tenant, and still does: the files
+    it replaced may since have been vacuumed.
+    """
+    flags = [False] * len(entries)
+    tenants_seen: dict[str, set[str]] = {}  # per partition: tenants with a newer import
+    closed: set[str] = set()  # partitions where a version-1 import replaced every older one
+    for i in sorted(range(len(entries)), key=lambda i: entries[i][0], reverse=True):
+        path, manifest = entries[i]
+        partition = path.rsplit("/", 1)[0]
+        tenant = str(manifest["tenant_id"])
+        seen = tenants_seen.setdefault(partition, set())
+        flags[i] = partition not in closed and tenant not in seen
+        seen.add(tenant)
+        if int(manifest.get("manifest_version", 1)) < 2:
+            closed.add(partition)
+    return flags
 
 
 def new_ingest_id(now: datetime | None = None) -> str:
@@ -285,7 +315,8 @@ class EpisodeStore:
     def _deduplicate(
         self, files: list[dict[str, Any]], ingest_id: str
     ) -> tuple[int, list[dict[str, Any]], pl.DataFrame]:
-        """Within one dump, one row per idempotency key: the newest version, else the first seen.
+        """Within one dump, one row per tenant and idempotency key: the newest version, else the
+        first seen (a re-imported every-tenant export holds the same key once per tenant).
 
         The others leave the episode files and go to rejects with reason ``duplicate``, the whole
         row kept as JSON, so nothing is lost.
@@ -297,7 +328,7 @@ class EpisodeStore:
                 f"""
                 SELECT dump_record, first_value(dump_record) OVER w AS kept
                 FROM read_parquet({quote_list(paths)}, hive_partitioning = false)
-                WINDOW w AS (PARTITION BY idempotency_key
+                WINDOW w AS (PARTITION BY tenant_id, idempotency_key
                              ORDER BY coalesce(updated_at, created_at, observed_at) DESC NULLS LAST,
                                       dump_record)
                 QUALIFY row_number() OVER w > 1
@@ -336,15 +367,13 @@ class EpisodeStore:
     # -- reading ---------------------------------------------------------------------------
 
     def manifests(self) -> Iterator[tuple[bool, dict[str, Any]]]:
-        """Every import manifest, with whether it is the live one of its partition."""
+        """Every import manifest, with whether it is live (:func:`live_flags`)."""
         pattern = self.location.path("imports", "source_system=*", "dump=*", "*.json")
-        by_partition: dict[str, list[str]] = {}
-        for path in sorted(self.fs.glob(pattern)):
-            by_partition.setdefault(path.rsplit("/", 1)[0], []).append(path)
-        for paths in by_partition.values():
-            newest = max(paths)
-            for path in paths:
-                yield path == newest, json.loads(self.fs.cat_file(path))
+        paths = sorted(self.fs.glob(pattern))
+        raw: dict[str, bytes] = self.fs.cat(paths) if paths else {}  # concurrent on object stores
+        loaded = [(path, json.loads(raw[path])) for path in paths]
+        for live, (_, manifest) in zip(live_flags(loaded), loaded, strict=True):
+            yield live, manifest
 
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
