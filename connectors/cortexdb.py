@@ -23,7 +23,7 @@ from fsspec import AbstractFileSystem
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.kit import normalize
 from connectors.kit.sources import RecordShape
-from connectors.kit.sql import PARSED_CTE, metadata_sql
+from connectors.kit.sql import PARSED_CTE, metadata_sql, quote_literal
 
 NAME = "cortexdb"
 VERSION = "1.0.0"
@@ -180,7 +180,7 @@ FROM checked
 
 def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Batch]:
     """Yield the CortexDB episodes in the JSONL dump at ``path`` as canonical batches."""
-    sql = _SQL.replace("$tenant", "'" + options.tenant_id.replace("'", "''") + "'")
+    sql = _SQL.replace("$tenant", quote_literal(options.tenant_id))
     yield from normalize.run(
         NAME, sql, _SHAPE, fs, path, options, expected="CortexDB JSONL (one episode or envelope per line)"
     )
