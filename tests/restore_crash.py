@@ -143,7 +143,9 @@ def store_state_problems(
     live = live_manifests(store)
     for partition in set(allowed_live) | set(live):
         if live.get(partition) not in allowed_live.get(partition, {None}):
-            problems.append(f"{partition}: live manifest {live.get(partition)} is neither the old nor the new")
+            problems.append(
+                f"{partition}: live manifest {live.get(partition)} is neither the old nor the new"
+            )
     for rel in live.values():
         manifest = json.loads(Path(store.location.path(rel)).read_bytes())
         for f in manifest["files"]["episodes"] + manifest["files"]["rejects"]:

@@ -88,7 +88,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     good: dict[str, set[str]] = {}
     for f in read_manifest(backup, TODAY)["files"]:
         good.setdefault(f["path"], set()).add(f["sha256"])
-    for path in store.fs.find(store.location.path("episodes")) + store.fs.find(store.location.path("rejects")):
+    for path in store.fs.find(store.location.path("episodes")) + store.fs.find(
+        store.location.path("rejects")
+    ):
         good.setdefault(path.removeprefix(root), set()).add(sha256_of(path))
     before = live_manifests(store)
     after: dict[str, str] = {}
@@ -144,7 +146,9 @@ def test_restore_killed_leaves_a_valid_store_and_reruns(
         assert run.killed  # a kill before a change always lands
     # re-running the restore finishes, and gives exactly the snapshot
     store = EpisodeStore.from_url(str(tmp_path / "store"))
-    result = restore(Location.from_url(scenario.backup), "latest", store, tmp_path / "catalog.duckdb", overwrite=True)
+    result = restore(
+        Location.from_url(scenario.backup), "latest", store, tmp_path / "catalog.duckdb", overwrite=True
+    )
     assert result.episodes == scenario.episodes
     assert live_manifests(store) == scenario.snapshot_live
     assert not [p for p in store.fs.find(store.location.root) if ".tmp-" in p]

@@ -74,7 +74,7 @@ def check_sha256(value: object, *, where: str) -> str:
             "nothing was changed. The manifest was edited or damaged: restore another day, or take "
             "a new snapshot"
         )
-    return value
+    return str(value)
 
 
 def _count(value: object, *, where: str, name: str, optional: bool = False) -> None:

@@ -97,10 +97,14 @@ def _reroot(data: bytes, old_root: str, target: EpisodeStore, where: str) -> tup
     """The import manifest re-rooted to ``target``, and the files it names there."""
     try:
         manifest = json.loads(data)
-        named = [(kind, i, f) for kind in ("episodes", "rejects") for i, f in enumerate(manifest["files"][kind])]
+        named = [
+            (kind, i, f) for kind in ("episodes", "rejects") for i, f in enumerate(manifest["files"][kind])
+        ]
         paths = [f["path"] for _, _, f in named]
     except (ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"{where} is not a readable import manifest ({exc!r}); restore another day") from None
+        raise BackupError(
+            f"{where} is not a readable import manifest ({exc!r}); restore another day"
+        ) from None
     for (kind, i, f), path in zip(named, paths, strict=True):
         at = f"{where}, files.{kind}[{i}]"
         if not isinstance(path, str) or not path.startswith(old_root + "/"):
@@ -120,7 +124,9 @@ class _Plan:
 
 def _plan(backup: Location, manifest: dict[str, Any], target: EpisodeStore, where: str) -> _Plan:
     """Every destination, checked, and every import manifest re-rooted, before anything is written."""
-    data, commits, live = [], [], {}
+    data: list[tuple[dict[str, Any], str]] = []
+    commits: list[tuple[str, bytes]] = []
+    live: dict[str, tuple[str, list[str]]] = {}
     for i, f in enumerate(manifest["files"]):
         at = f"{where}, files[{i}]"
         dest = inside(target.location, f["path"], where=at)

@@ -186,7 +186,12 @@ def store_as_of(store: EpisodeStore, end: datetime) -> tuple[list[dict[str, Any]
         if partition not in newest or path > newest[partition][0]:
             newest[partition] = (path, manifest)
     files = [
-        {"path": _relative(store, f["path"], kind), "kind": kind, "bytes": int(f["bytes"]), "rows": int(f["rows"])}
+        {
+            "path": _relative(store, f["path"], kind),
+            "kind": kind,
+            "bytes": int(f["bytes"]),
+            "rows": int(f["rows"]),
+        }
         for _, manifest in sorted(newest.values(), key=lambda item: item[0])
         for kind in ("episodes", "rejects")
         for f in manifest["files"][kind]
@@ -362,7 +367,9 @@ def snapshots_frame(backup: Location) -> pl.DataFrame:
         row = {
             "day": date.fromisoformat(day),
             "check_passed": check["passed"] if check else None,
-            "checked_at": datetime.fromisoformat(check["checked_at"]) if check and check["checked_at"] else None,
+            "checked_at": datetime.fromisoformat(check["checked_at"])
+            if check and check["checked_at"]
+            else None,
             "manifest": backup.uri(manifest_path(backup, day)),
         }
         try:
