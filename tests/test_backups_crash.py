@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -159,3 +160,22 @@ def test_restore_killed_leaves_a_valid_store_and_reruns(
         allowed_live={p: {v} for p, v in scenario.snapshot_live.items()},
         good_sha=scenario.good_sha,
     )
+
+
+@pytest.mark.slow
+def test_restore_killed_at_random_instants(scenario: Scenario, full_run: ChildRun, tmp_path: Path) -> None:
+    """The long run behind the figure in the README: N kills at random changes and delays."""
+    rng = random.Random(20261126)
+    broken = []
+    trials = int(os.environ.get("MEMPORT_CRASH_TRIALS", "30"))
+    for i in range(trials):
+        work = tmp_path / f"t{i}"
+        work.mkdir()
+        kill_at = rng.randint(1, full_run.changes)
+        delay = rng.choice([0.0, rng.uniform(0, 0.02), rng.uniform(0, full_run.seconds)])
+        try:
+            _trial(scenario, work, kill_at=kill_at, delay=delay)
+        except AssertionError as exc:
+            broken.append(str(exc).splitlines()[0][:300])
+    print(f"{trials - len(broken)} of {trials} kills left a valid store")
+    assert not broken, f"{len(broken)} of {trials} kills left the store broken:\n" + "\n".join(broken)
