@@ -234,3 +234,21 @@ def test_restore_latest_says_which_day(
     assert out.startswith(f"restoring snapshot {TODAY} (the latest) from {backup.url()}")
     assert cli.main([*args, "--day", "2025-02-30"]) == 2
     assert "'2025-02-30' is not a day" in capsys.readouterr().err
+
+
+def test_restore_leaves_files_that_already_hold_the_right_bytes_alone(
+    store: EpisodeStore, landing: Location, backup: Location, backend: str, tmp_path: Path
+) -> None:
+    put(landing, "mem0/a.json", mem0_dump(30))
+    ingest(store, landing, "mem0", "a.json")
+    take_snapshot(store, backup, TODAY)
+    target = EpisodeStore.from_url(f"{backend}/restored")
+    first = restore(backup, TODAY, target, tmp_path / "r.duckdb")
+    assert (first.written, first.unchanged) == (first.files, 0)
+    victim = next(p for p in target.fs.find(target.location.path("episodes")))
+    target.fs.pipe_file(victim, b"PAR1 damaged on the target")  # one file of the target is damaged
+    again = restore(backup, TODAY, target, tmp_path / "r.duckdb", overwrite=True)
+    assert (again.written, again.unchanged, again.removed) == (1, first.files - 1, 0)
+    assert again.episodes == first.episodes == 30
+    onto_live = restore(backup, "latest", store, tmp_path / "live.duckdb", overwrite=True)
+    assert (onto_live.written, onto_live.removed) == (0, 0)

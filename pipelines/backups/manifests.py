@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from connectors.errors import BackupError
@@ -84,23 +85,23 @@ def _count(value: object, *, where: str, name: str, optional: bool = False) -> N
         raise BackupError(f"{where}: {name} is {value!r}, not a count; the manifest is damaged")
 
 
-def parse_manifest(raw: bytes, where: str, *, hint: str = "") -> dict[str, Any]:
+def parse_manifest(raw: bytes, where: str, *, hint: Callable[[], str] = str) -> dict[str, Any]:
     """The snapshot manifest held in ``raw`` (read from ``where``), checked entry by entry.
 
-    ``hint`` is appended to the error for a damaged manifest: what the reader can do instead.
+    ``hint()`` is appended to the error for a damaged manifest: what the reader can do instead.
     """
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BackupError(
             f"the snapshot manifest {where} is damaged: its {len(raw)} bytes are not valid JSON "
-            f"({exc}); it may have been truncated. {hint}".rstrip()
+            f"({exc}); it may have been truncated. {hint()}".rstrip()
         ) from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list) or not isinstance(manifest.get("store_root"), str):
         raise BackupError(
-            f"the snapshot manifest {where} is not a memport snapshot manifest (no 'files' list or "
-            f"'store_root'). {hint}".rstrip()
+            f"the snapshot manifest {where} is damaged: not a memport snapshot manifest (no 'files' "
+            f"list or 'store_root'). {hint()}".rstrip()
         )
     totals = manifest.get("totals")
     for name in ("files", "bytes", "episode_rows", "reject_rows"):

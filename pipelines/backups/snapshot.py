@@ -96,12 +96,15 @@ def read_manifest(backup: Location, day: str) -> dict[str, Any]:
             f"no snapshot for {day} under {backup.url()}; snapshots exist for: "
             f"{', '.join(known[-10:]) if known else 'none (take one with `memport snapshot`)'}"
         )
-    others = [d for d in snapshot_days(backup) if d != day][-5:]
-    hint = (
-        f"Restore another day (`memport restore --day <day>`; others: {', '.join(others) or 'none'}), "
-        f"or take the snapshot of {day} again (`memport snapshot --day {day}`) while the store "
-        "still holds its files"
-    )
+
+    def hint() -> str:
+        others = [d for d in snapshot_days(backup) if d != day][-5:]
+        return (
+            f"Restore another day (`memport restore --day <day>`; others: {', '.join(others) or 'none'}), "
+            f"or take the snapshot of {day} again (`memport snapshot --day {day}`) while the store "
+            "still holds its files"
+        )
+
     return parse_manifest(backup.fs.cat_file(path), backup.uri(path), hint=hint)
 
 
