@@ -57,13 +57,26 @@ def prune(backup: Location, *, keep_daily: int, keep_monthly: int, dry_run: bool
     doomed = [object_path(backup, sha) for sha in candidates if sha not in named]
     if doomed:
         backup.fs.rm(doomed)
-    tmp = backup.path("tmp")
-    if backup.fs.exists(tmp):
-        cutoff = datetime.now(UTC) - TMP_GRACE
-        old = [p for p, info in backup.fs.find(tmp, detail=True).items() if _mtime(info) < cutoff]
-        if old:
-            backup.fs.rm(old)
+    _remove_leftovers(backup)
     return result
+
+
+def _remove_leftovers(backup: Location) -> None:
+    """Copies in ``tmp/`` and files in ``objects/`` that are not objects (an interrupted atomic
+    write's ``<sha256>.tmp-*``), once older than :data:`TMP_GRACE`."""
+    cutoff = datetime.now(UTC) - TMP_GRACE
+    objects = set(existing_objects(backup))
+    old = []
+    for folder in ("tmp", "objects"):
+        base = backup.path(folder)
+        if backup.fs.exists(base):
+            old += [
+                p
+                for p, info in backup.fs.find(base, detail=True).items()
+                if _mtime(info) < cutoff and (folder == "tmp" or p.rsplit("/", 1)[1] not in objects)
+            ]
+    if old:
+        backup.fs.rm(old)
 
 
 def _mtime(info: dict[str, object]) -> datetime:

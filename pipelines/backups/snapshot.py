@@ -20,6 +20,13 @@ Parquet parts are immutable (a store path is never reused), so their sha256 is t
 snapshot manifests when path and size match, and they are not even read again. The manifest is
 written after every object it names is whole: a crash leaves at most unnamed objects or ``tmp/``
 files, which :func:`pipelines.backups.retention.prune` removes.
+
+Trusting an object by name and size is what makes a no-change snapshot cheap, but a bit flipped
+in an object would then be trusted forever. So when the newest restore check (``check.json``,
+written by :func:`pipelines.backups.restore.prove`) failed or is unreadable, the snapshot reads
+and hashes every object it would reuse, and copies again from the store any that no longer hash
+to their name (``verify=True`` forces this, ``False`` skips it). A healthy backup pays nothing; a
+damaged one is repaired by the next snapshot, at the cost of reading its objects once.
 """
 
 from __future__ import annotations
@@ -27,21 +34,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from connectors.errors import BackupError
+from pipelines.backups.manifests import KIND_DIRS, check_sha256, is_sha256, parse_manifest, safe_relpath
+from pipelines.backups.transfer import copy_hashing, hash_file
 from pipelines.store.episodes import EpisodeStore, live_flags
 from pipelines.store.locations import Location
 
 SNAPSHOT_VERSION = 1
-CHUNK = 8 << 20
 KINDS = ("episodes", "rejects", "import-manifest")
 
 
@@ -54,11 +60,14 @@ def check_path(backup: Location, day: str) -> str:
 
 
 def object_path(backup: Location, sha256: str) -> str:
+    check_sha256(sha256, where=f"object name under {backup.url()}")
     return backup.path("objects", sha256[:2], sha256)
 
 
 def parse_day(day: str) -> date:
     try:
+        if len(day) != 10:  # fromisoformat also takes 20250301 and 2025-W09-6
+            raise ValueError(day)
         return date.fromisoformat(day)
     except ValueError as exc:
         raise BackupError(f"{day!r} is not a day; give YYYY-MM-DD (or 'latest' to restore)") from exc
@@ -67,32 +76,76 @@ def parse_day(day: str) -> date:
 def snapshot_days(backup: Location) -> list[str]:
     """Days with a committed snapshot (a manifest), oldest first."""
     pattern = backup.path("snapshots", "date=*", "manifest.json")
-    return sorted(p.rsplit("/", 2)[1].removeprefix("date=") for p in backup.fs.glob(pattern))
+    found = (p.rsplit("/", 2)[1].removeprefix("date=") for p in backup.fs.glob(pattern))
+    return sorted(day for day in found if _is_day(day))
+
+
+def _is_day(day: str) -> bool:
+    try:
+        return parse_day(day).isoformat() == day
+    except BackupError:
+        return False
 
 
 def read_manifest(backup: Location, day: str) -> dict[str, Any]:
-    path = manifest_path(backup, day)
+    """The snapshot of ``day``, checked (:func:`pipelines.backups.manifests.parse_manifest`)."""
+    path = manifest_path(backup, parse_day(day).isoformat())
     if not backup.fs.exists(path):
         known = snapshot_days(backup)
         raise BackupError(
             f"no snapshot for {day} under {backup.url()}; snapshots exist for: "
             f"{', '.join(known[-10:]) if known else 'none (take one with `memport snapshot`)'}"
         )
-    return json.loads(backup.fs.cat_file(path))
+
+    def hint() -> str:
+        others = [d for d in snapshot_days(backup) if d != day][-5:]
+        return (
+            f"Restore another day (`memport restore --day <day>`; others: {', '.join(others) or 'none'}), "
+            f"or take the snapshot of {day} again (`memport snapshot --day {day}`) while the store "
+            "still holds its files"
+        )
+
+    return parse_manifest(backup.fs.cat_file(path), backup.uri(path), hint=hint)
 
 
 def read_check(backup: Location, day: str) -> dict[str, Any] | None:
+    """The restore check's verdict on ``day``; an unreadable one counts as failed."""
     path = check_path(backup, day)
-    return json.loads(backup.fs.cat_file(path)) if backup.fs.exists(path) else None
+    if not backup.fs.exists(path):
+        return None
+    try:
+        verdict = json.loads(backup.fs.cat_file(path))
+        if isinstance(verdict, dict) and isinstance(verdict.get("passed"), bool):
+            return verdict
+    except ValueError:
+        pass
+    return {"day": day, "passed": False, "checked_at": None, "error": f"{backup.uri(path)} is unreadable"}
+
+
+def last_check_failed(backup: Location) -> bool:
+    """Whether the newest restore check (by when it ran) failed: then objects are re-verified."""
+    verdicts = [v for v in (read_check(backup, day) for day in snapshot_days(backup)) if v]
+    if not verdicts:
+        return False
+    newest = max(verdicts, key=lambda v: (v["checked_at"] is not None, str(v["checked_at"])))
+    return not newest["passed"] or newest["checked_at"] is None
 
 
 def existing_objects(backup: Location) -> dict[str, int]:
-    """sha256 → bytes of every object, from one listing (not one request per object)."""
+    """sha256 → bytes of every object, from one listing (not one request per object).
+
+    Only files named by their sha256 in their place count; others (an interrupted write's
+    ``<sha256>.tmp-*``) are left to :func:`pipelines.backups.retention.prune`."""
     base = backup.path("objects")
     if not backup.fs.exists(base):
         return {}
     found = backup.fs.find(base, detail=True)
-    return {p.rsplit("/", 1)[1]: int(info["size"]) for p, info in found.items()}
+    named = {p: p.rsplit("/", 1)[1] for p in found}
+    return {
+        sha: int(found[p]["size"])
+        for p, sha in named.items()
+        if is_sha256(sha) and p == object_path(backup, sha)
+    }
 
 
 @dataclass(frozen=True)
@@ -105,16 +158,18 @@ class SnapshotResult:
     copied_files: int
     copied_bytes: int
     duration_s: float
+    verified_files: int = 0  # reused objects read and hashed (see the module doc)
+    verified_bytes: int = 0
 
 
-def _relative(store: EpisodeStore, path: str) -> str:
+def _relative(store: EpisodeStore, path: str, kind: str) -> str:
     root = store.location.root + "/"
     if not path.startswith(root):
         raise BackupError(
             f"an import manifest names {path}, outside the store {store.location.url()}; "
             "the store was moved by hand — restore it with `memport restore` instead"
         )
-    return path[len(root) :]
+    return safe_relpath(path[len(root) :], where=f"store {store.location.url()}", under=KIND_DIRS[kind])
 
 
 def store_as_of(store: EpisodeStore, end: datetime) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
@@ -128,10 +183,15 @@ def store_as_of(store: EpisodeStore, end: datetime) -> tuple[list[dict[str, Any]
         manifest = json.loads(raw[path])
         if datetime.fromisoformat(manifest["finished_at"]) >= end:
             continue
-        committed[_relative(store, path)] = raw[path]
+        committed[_relative(store, path, "import-manifest")] = raw[path]
         entries.append((path, manifest))
     files = [
-        {"path": _relative(store, f["path"]), "kind": kind, "bytes": int(f["bytes"]), "rows": int(f["rows"])}
+        {
+            "path": _relative(store, f["path"], kind),
+            "kind": kind,
+            "bytes": int(f["bytes"]),
+            "rows": int(f["rows"]),
+        }
         for (_, manifest), live in zip(entries, live_flags(entries), strict=True)
         if live  # the store's own rule, as it stood at ``end``
         for kind in ("episodes", "rejects")
@@ -144,32 +204,18 @@ def _known_hashes(backup: Location) -> dict[tuple[str, int], str]:
     """(store path, bytes) → sha256 from earlier snapshots: immutable parts need no re-hashing."""
     known: dict[tuple[str, int], str] = {}
     for day in snapshot_days(backup):
-        for f in read_manifest(backup, day)["files"]:
+        try:
+            files = read_manifest(backup, day)["files"]
+        except BackupError:  # a damaged manifest only costs hashing its files again
+            continue
+        for f in files:
             known[(f["path"], f["bytes"])] = f["sha256"]
     return known
 
 
 def _makedirs(location: Location, path: str) -> None:
     if location.is_local:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _copy_hashing(src_fs: Any, src: str, backup: Location) -> tuple[str, int, str]:
-    """Stream ``src`` into ``<backup>/tmp/``, hashing as it goes: (sha256, bytes, tmp path)."""
-    tmp = backup.path("tmp", uuid.uuid4().hex)
-    _makedirs(backup, tmp)
-    digest, size = hashlib.sha256(), 0
-    try:
-        with src_fs.open(src, "rb") as fin, backup.fs.open(tmp, "wb") as fout:
-            while block := fin.read(CHUNK):
-                digest.update(block)
-                fout.write(block)
-                size += len(block)
-    except BaseException:
-        if backup.fs.exists(tmp):
-            backup.fs.rm(tmp)
-        raise
-    return digest.hexdigest(), size, tmp
+        location.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
 
 
 def take_snapshot(
@@ -178,11 +224,14 @@ def take_snapshot(
     day: str,
     *,
     now: datetime | None = None,
+    verify: bool | None = None,
     fail_after_files: int | None = None,
 ) -> SnapshotResult:
     """Snapshot the store as of the end of ``day`` (UTC) into ``backup``; see the module doc.
 
-    ``fail_after_files`` injects a crash after that many files were copied (tests of atomicity).
+    ``verify``: hash every object the snapshot reuses and copy again any that does not match;
+    by default only when the newest restore check failed. ``fail_after_files`` injects a crash
+    after that many files were copied (tests of atomicity).
     """
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
@@ -192,16 +241,31 @@ def take_snapshot(
     data_files, manifests = store_as_of(store, end)
     known = _known_hashes(backup)
     objects = existing_objects(backup)
+    verify = last_check_failed(backup) if verify is None else verify
     entries: list[dict[str, Any]] = []
-    copied_files = copied_bytes = 0
+    copied_files = copied_bytes = verified_files = verified_bytes = 0
+    checked: set[str] = set()
+    bad: set[str] = set()
 
     def stored(sha256: str, size: int) -> bool:
-        return objects.get(sha256) == size
+        """An object with this content exists (and, when verifying, still hashes to its name)."""
+        nonlocal verified_files, verified_bytes
+        if objects.get(sha256) != size or sha256 in bad:
+            return False
+        if verify and sha256 not in checked:
+            verified_files, verified_bytes = verified_files + 1, verified_bytes + size
+            if hash_file(backup.fs, object_path(backup, sha256)) != sha256:
+                bad.add(sha256)  # corrupt: the copy below replaces it
+                return False
+            checked.add(sha256)
+        return True
 
     for rel, data in manifests.items():
         sha256 = hashlib.sha256(data).hexdigest()
         if not stored(sha256, len(data)):
             backup.write_atomic(object_path(backup, sha256), data)
+            checked.add(sha256)
+            bad.discard(sha256)
             objects[sha256] = len(data)
             copied_files, copied_bytes = copied_files + 1, copied_bytes + len(data)
         entries.append(
@@ -217,12 +281,15 @@ def take_snapshot(
                     "after a newer import) and no earlier snapshot holds it; that day can no longer be "
                     "snapshotted"
                 )
-            sha256, size, tmp = _copy_hashing(store.fs, src, backup)
-            if size != f["bytes"]:
+            recorded = sha256
+            sha256, size, tmp = copy_hashing(store.fs, src, backup)
+            if size != f["bytes"] or recorded not in ("", sha256):
                 backup.fs.rm(tmp)
+                found = f"{size} bytes" if size != f["bytes"] else f"sha256 {sha256}"
                 raise BackupError(
-                    f"{store.location.uri(src)} has {size} bytes but its import manifest says "
-                    f"{f['bytes']}: the store file was changed after it was committed"
+                    f"{store.location.uri(src)} has {found} but its import manifest says "
+                    f"{f['bytes']} bytes and earlier snapshots sha256 {recorded or '-'}: the store file "
+                    "was changed after it was committed; restore it (`memport restore`)"
                 )
             if stored(sha256, size):
                 backup.fs.rm(tmp)
@@ -231,6 +298,8 @@ def take_snapshot(
                 _makedirs(backup, final)
                 backup.fs.mv(tmp, final)
                 objects[sha256] = size
+                checked.add(sha256)
+                bad.discard(sha256)
                 copied_files, copied_bytes = copied_files + 1, copied_bytes + size
                 if fail_after_files is not None and copied_files >= fail_after_files:
                     raise BackupError(f"injected failure after {fail_after_files} copied file(s)")
@@ -254,6 +323,7 @@ def take_snapshot(
         "store_root": store.location.root,
         "totals": totals,
         "copied": {"files": copied_files, "bytes": copied_bytes},
+        "verified": {"files": verified_files, "bytes": verified_bytes},
         "duration_s": duration_s,
         "files": entries,
     }
@@ -270,6 +340,8 @@ def take_snapshot(
         copied_files=copied_files,
         copied_bytes=copied_bytes,
         duration_s=duration_s,
+        verified_files=verified_files,
+        verified_bytes=verified_bytes,
     )
 
 
@@ -292,10 +364,23 @@ def snapshots_frame(backup: Location) -> pl.DataFrame:
     """One row per snapshot, newest first: what the catalog's ``snapshots`` view shows."""
     rows = []
     for day in snapshot_days(backup):
-        m, check = read_manifest(backup, day), read_check(backup, day)
+        check = read_check(backup, day)
+        row = {
+            "day": date.fromisoformat(day),
+            "check_passed": check["passed"] if check else None,
+            "checked_at": datetime.fromisoformat(check["checked_at"])
+            if check and check["checked_at"]
+            else None,
+            "manifest": backup.uri(manifest_path(backup, day)),
+        }
+        try:
+            m = read_manifest(backup, day)
+        except BackupError:  # damaged: listed, with no figures and a failed check
+            rows.append({**row, "check_passed": False})
+            continue
         rows.append(
             {
-                "day": date.fromisoformat(day),
+                **row,
                 "taken_at": datetime.fromisoformat(m["taken_at"]),
                 "files": m["totals"]["files"],
                 "rows": m["totals"]["episode_rows"],
@@ -303,9 +388,6 @@ def snapshots_frame(backup: Location) -> pl.DataFrame:
                 "bytes": m["totals"]["bytes"],
                 "bytes_copied": m["copied"]["bytes"],
                 "files_copied": m["copied"]["files"],
-                "check_passed": check["passed"] if check else None,
-                "checked_at": datetime.fromisoformat(check["checked_at"]) if check else None,
-                "manifest": backup.uri(manifest_path(backup, day)),
             }
         )
     return pl.DataFrame(rows, schema=SNAPSHOTS_SCHEMA).sort("day", descending=True)

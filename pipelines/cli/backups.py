@@ -68,22 +68,21 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from pipelines.backups.restore import restore
+    from pipelines.backups.restore import resolve_day, restore
     from pipelines.store.episodes import EpisodeStore
     from pipelines.store.locations import Location
 
-    result = restore(
-        Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL")),
-        args.day,
-        EpisodeStore.from_url(args.store),
-        args.catalog,
-        overwrite=args.overwrite,
-    )
+    backup = Location.from_url(args.backup or setting("MEMPORT_BACKUP_URL"))
+    day = resolve_day(backup, args.day)
+    which = " (the latest)" if args.day == "latest" else ""
+    print(f"restoring snapshot {day}{which} from {backup.url()} into {args.store}", flush=True)
+    result = restore(backup, day, EpisodeStore.from_url(args.store), args.catalog, overwrite=args.overwrite)
     print(
         f"restored snapshot {result.day} into {result.store_url}: {result.files} files, "
         f"{result.bytes:,} bytes, {result.episodes:,} episode versions, every sha256 verified, "
         f"in {result.duration_s} s"
     )
+    print(f"  written       : {result.written} file(s); {result.unchanged} already held the right bytes")
     print(f"  catalog       : {result.catalog_path}")
     if result.removed:
         print(f"  removed {result.removed} file(s) the snapshot does not have (--overwrite)")

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.backups.restore import prove, restore
+from pipelines.backups.restore import prove, resolve_day, restore
 from pipelines.backups.retention import prune
 from pipelines.backups.snapshot import take_snapshot
 from pipelines.orchestration.assets import INGEST_ASSETS
@@ -55,6 +55,7 @@ def store_snapshot(
             "bytes": dg.MetadataValue.int(result.bytes),
             "files_copied": dg.MetadataValue.int(result.copied_files),
             "bytes_copied": dg.MetadataValue.int(result.copied_bytes),
+            "bytes_verified": dg.MetadataValue.int(result.verified_bytes),
             "duration_s": dg.MetadataValue.float(result.duration_s),
         }
     )
@@ -114,9 +115,11 @@ class RestoreConfig(dg.Config):
 
 @dg.op(description="Verify every object of the snapshot, then rebuild the store and its catalog.")
 def restore_snapshot(context: dg.OpExecutionContext, config: RestoreConfig, backup: BackupResource) -> None:
+    day = resolve_day(backup.location(), config.day)
+    context.log.info(f"restoring snapshot {day}{' (the latest)' if config.day == 'latest' else ''}")
     result = restore(
         backup.location(),
-        config.day,
+        day,
         EpisodeStore.from_url(config.store_url),
         config.catalog_path,
         overwrite=config.overwrite,
