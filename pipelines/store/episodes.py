@@ -98,6 +98,8 @@ class DumpInfo:
 class ImportResult:
     manifest: dict[str, Any]
     preview: pl.DataFrame = field(repr=False)
+    #: The dump's bytes are those of its live import: nothing was read or written this time.
+    skipped: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
@@ -344,6 +346,11 @@ class EpisodeStore:
             newest = max(paths)
             for path in paths:
                 yield path == newest, json.loads(self.fs.cat_file(path))
+
+    def live_manifest(self, system: str, key: str) -> dict[str, Any] | None:
+        """The committed import of one dump partition (its newest manifest), or None."""
+        paths = self.fs.glob(f"{self.partition_dir('imports', system, key)}/*.json")
+        return json.loads(self.fs.cat_file(max(paths))) if paths else None
 
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
