@@ -188,6 +188,8 @@ def episode_catalog(
     summary = build_catalog(
         store, episode_store.catalog_path, exports=export_target.location(), backup=backup.location()
     )
+    if summary.note:
+        context.log.warning(f"catalog: {summary.note}")
     removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
     context.log.info(
         f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"
