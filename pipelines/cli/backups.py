@@ -58,9 +58,9 @@ def _check_day(day: str) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    import dagster as dg
+    from pipelines.cli.instance import open_instance
 
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         return snapshot_in_dagster(instance, args.day)
 
 

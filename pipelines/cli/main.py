@@ -23,6 +23,7 @@ import polars as pl
 
 from pipelines.cli.backups import add_commands, snapshot_in_dagster
 from pipelines.cli.errors import describe_error, friendly
+from pipelines.cli.instance import open_instance
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
@@ -37,8 +38,6 @@ def _load_env() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from connectors import registry
     from connectors.errors import ConfigError
     from pipelines.orchestration.assets import ingest_asset_key
@@ -46,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
     from pipelines.store.catalog import connect
+    from pipelines.store.catalog_file import pending_path
     from pipelines.store.ingest import discover_dumps
     from pipelines.store.locations import Location
 
@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     skipped = 0
     started = time.perf_counter()
     run_started = datetime.now(UTC)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         for system in systems:
             dumps = discover_dumps(landing, system)
             known = set(instance.get_dynamic_partitions(dumps_partitions_name(system)))
@@ -103,6 +103,12 @@ def _run(args: argparse.Namespace) -> int:
         if snapshot_in_dagster(instance):  # the main job ends with today's snapshot
             failures.append("today's snapshot (see above)")
     catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
+    notes = []
+    if pending_path(catalog_path).exists():  # deferred for a read-write session: not a failure
+        notes.append(
+            f"catalog {catalog_path} is open read-write elsewhere: the new one waits in "
+            f"{pending_path(catalog_path)} and the next refresh installs it (README, Query the catalog)"
+        )
     with connect(catalog_path) as con:
         per_system = con.sql(
             "SELECT source_system, count(*) AS episodes FROM episodes GROUP BY ALL ORDER BY 1"
@@ -146,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  or any DuckDB client: duckdb -readonly {catalog_path}")
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
+    if notes:
+        print("\nNote:", *notes, sep="\n  ")
     if failures:
         print("\nThese failed:", *failures, sep="\n  ")
         return 1
@@ -265,7 +273,7 @@ def _export(args: argparse.Namespace) -> int:
     job = dg.Definitions(jobs=[adhoc_export, expire_exports], resources=resources).resolve_job_def(
         "adhoc_export"
     )
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         result = job.execute_in_process(
             run_config=_QUIET | {"ops": {"run_export": {"config": config}}},
             instance=instance,
