@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any
 import duckdb
 
 from connectors.errors import BackupError
+from pipelines.backups.scratch import scratch_space
 from pipelines.backups.snapshot import (
     CHUNK,
     check_path,
@@ -203,7 +203,7 @@ def prove(
         "rejects": manifest["totals"]["reject_rows"],
     }
     verdict: dict[str, Any] = {"day": day, "checked_at": datetime.now(UTC).isoformat()}
-    with tempfile.TemporaryDirectory(prefix="memport-restore-check-", dir=scratch) as tmp:
+    with scratch_space(scratch) as tmp:  # also removes what killed checks left
         try:
             restored = restore(backup, day, EpisodeStore.from_url(f"{tmp}/store"), f"{tmp}/catalog.duckdb")
             with connect(restored.catalog_path) as con:
