@@ -62,7 +62,9 @@ class Analyst:
 
 def _reader(catalog: Path, sql: str) -> str:
     """A read-only session in its own process, as any DuckDB client opens it."""
-    code = "import sys, duckdb; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]).fetchall())"
+    code = (
+        "import sys, duckdb; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]).fetchall())"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(catalog), sql], capture_output=True, text=True)
     return out.stdout.strip() or out.stderr.strip().splitlines()[-1]
 

@@ -52,7 +52,7 @@ def test_unknown_system_is_named_without_a_traceback(env: Path, capsys: pytest.C
 def test_invalid_snapshot_day(env: Path, capsys: pytest.CaptureFixture[str], day: str, says: str) -> None:
     assert main(["snapshot", "--day", day]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"memport snapshot: --day {day!r}" if "range" in says else f"memport snapshot: --day {day}")
+    assert err.startswith("memport snapshot: --day ") and day in err.splitlines()[0]
     assert says in err and "Traceback" not in err
 
 
@@ -72,10 +72,12 @@ def test_export_metadata_filter(env: Path, capsys: pytest.CaptureFixture[str]) -
     (env / "landing" / "mem0").mkdir(parents=True)
     ts = "2025-03-01T01:37:03Z"
     (env / "landing" / "mem0" / "a.json").write_text(
-        json.dumps([
-            {"id": str(i), "memory": "text", "user_id": "u", "metadata": {"lang": lang}, "created_at": ts}
-            for i, lang in enumerate(("en", "de"))
-        ]),
+        json.dumps(
+            [
+                {"id": str(i), "memory": "text", "user_id": "u", "metadata": {"lang": lang}, "created_at": ts}
+                for i, lang in enumerate(("en", "de"))
+            ]
+        ),
         encoding="utf-8",
     )
     ingest_dump(store, landing, "mem0", "a.json", tenant_id="default")

@@ -8,7 +8,6 @@ the Dagster instance is gone with the store.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, date, datetime
 from typing import Any
 

@@ -105,4 +105,3 @@ def _start_time(pid: int) -> float | None:
         return None
     ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the command name
     return boot + ticks / os.sysconf("SC_CLK_TCK")
-

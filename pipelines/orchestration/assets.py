@@ -151,7 +151,9 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
                 "dump": dg.MetadataValue.path(m["dump_uri"]),
                 "dump_bytes": dg.MetadataValue.int(m["dump_bytes"]),
                 "dump_sha256": dg.MetadataValue.text(m["dump_sha256"]),
-                "bytes_written": dg.MetadataValue.int(0 if result.skipped else sum(f["bytes"] for f in files)),
+                "bytes_written": dg.MetadataValue.int(
+                    0 if result.skipped else sum(f["bytes"] for f in files)
+                ),
                 "duration_s": dg.MetadataValue.float(m["duration_s"]),
                 "ingest_id": dg.MetadataValue.text(m["ingest_id"]),
                 "skipped_unchanged": dg.MetadataValue.bool(result.skipped),

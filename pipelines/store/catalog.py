@@ -212,7 +212,8 @@ def build_catalog(
     finally:
         tmp.unlink(missing_ok=True)
     path = catalog_file.readable(target)
-    return CatalogSummary(path, len(live), len(episode_files), *counts, note=note)
+    episodes, versions, rejects = counts
+    return CatalogSummary(path, len(live), len(episode_files), episodes, versions, rejects, note=note)
 
 
 def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) -> None:

@@ -105,10 +105,11 @@ def install(tmp: Path, target: Path, *, wait_s: float = 2.0) -> str | None:
     Waits up to ``wait_s`` for a read-write session on ``target`` to end; if it does not, the new
     catalog is left in :func:`pending_path` and the reason is returned.
     """
-    os.chmod(tmp, 0o444)
+    tmp.chmod(0o444)
     if not target.exists():
         os.replace(tmp, target)
-        return _installed(target)
+        _installed(target)
+        return None
     deadline = time.monotonic() + wait_s
     while True:
         with _shared_lock(target) as locked:
@@ -172,7 +173,8 @@ def sweep_temps(target: Path, *, min_age_s: float = TEMP_MIN_AGE_S) -> list[Path
         finally:
             os.close(fd)
     for wal in target.parent.glob(f".{target.name}.tmp-*.wal"):  # a WAL whose file is gone
-        if not wal.with_name(wal.name.removesuffix(".wal")).exists() and now - wal.stat().st_mtime > min_age_s:
+        orphan = not wal.with_name(wal.name.removesuffix(".wal")).exists()
+        if orphan and now - wal.stat().st_mtime > min_age_s:
             wal.unlink(missing_ok=True)
             removed.append(wal)
     return removed
