@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -163,3 +164,17 @@ def test_the_next_refresh_removes_only_dead_temporary_catalogs(
     assert not dead.exists() and not dead.with_name(dead.name + ".wal").exists()
     assert young.exists() and live.exists()
     writer.close()
+
+
+def test_vacuum_removes_the_manifest_temp_file_of_a_killed_import(
+    setup: tuple[EpisodeStore, Location, Path],
+) -> None:
+    store, _, _ = setup
+    (manifest,) = store.live_manifests()
+    folder = Path(store.manifest_path("mem0", manifest["dump_key"], manifest["ingest_id"])).parent
+    left = folder / "20250101T000000000000Z-deadbeef.json.tmp-0123"  # killed before its rename
+    left.write_text("{", encoding="utf-8")
+    young = folder / f"{manifest['ingest_id']}.json.tmp-4567"  # an import renaming it right now
+    young.write_text("{", encoding="utf-8")
+    assert str(left) in store.vacuum(grace=timedelta(hours=1))
+    assert not left.exists() and young.exists() and len(store.live_manifests()) == 1

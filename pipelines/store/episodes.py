@@ -356,7 +356,8 @@ class EpisodeStore:
         return [m for live, m in self.manifests() if live]
 
     def vacuum(self, *, grace: timedelta = timedelta(hours=24), dry_run: bool = False) -> list[str]:
-        """Delete data files no live manifest names, once older than ``grace``."""
+        """Delete data files no live manifest names, and manifests' temporary files a killed
+        import left, once older than ``grace``."""
         live = {
             f["path"]
             for m in self.live_manifests()
@@ -370,6 +371,10 @@ class EpisodeStore:
                 ingest_id = path.rsplit("/", 1)[1].removeprefix("part-").rsplit("-", 1)[0]
                 if path not in live and ingest_time(ingest_id) < cutoff:
                     doomed.append(path)
+        # a manifest's temporary file, left by a process killed before its rename
+        for path in self.fs.glob(self.location.path("imports", "*", "*", "*.json.tmp-*")):
+            if ingest_time(path.rsplit("/", 1)[1].split(".", 1)[0]) < cutoff:
+                doomed.append(path)
         if doomed and not dry_run:
             self.fs.rm(doomed)
         return doomed
