@@ -21,11 +21,12 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
     """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog."""
     from pipelines.backups.snapshot import manifest_path, read_check, read_manifest
-    from pipelines.orchestration.definitions import defs
+    from pipelines.orchestration.definitions import build_definitions
     from pipelines.store.locations import Location
 
     day = day or datetime.now(UTC).date().isoformat()
     _check_day(day)
+    defs = build_definitions()
     result = defs.resolve_job_def("snapshot_store").execute_in_process(
         instance=instance, partition_key=day, raise_on_error=False, run_config=_QUIET
     )

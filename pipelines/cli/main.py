@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from connectors import registry
     from connectors.errors import ConfigError
     from pipelines.orchestration.assets import ingest_asset_key
-    from pipelines.orchestration.definitions import defs
+    from pipelines.orchestration.definitions import build_definitions
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
     from pipelines.store.catalog import connect
@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.store.locations import Location
 
     landing = Location.from_url(setting("MEMPORT_LANDING_URL"))
+    defs = build_definitions()
     systems = args.system or list(registry.CONNECTORS)
     if unknown := sorted(set(systems) - set(registry.CONNECTORS)):
         raise ConfigError(
