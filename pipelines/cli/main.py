@@ -174,12 +174,12 @@ def _sql(args: argparse.Namespace) -> int:
 
     from pipelines.store.catalog import connect
 
-    with connect(setting("MEMPORT_CATALOG_PATH")) as con:
-        try:
+    try:
+        with connect(setting("MEMPORT_CATALOG_PATH")) as con:
             frame = con.sql(args.query).pl()
-        except duckdb.Error as exc:  # a mistyped table or column: DuckDB's message says which
-            print(f"memport sql: {exc}", file=sys.stderr)
-            return 2
+    except duckdb.Error as exc:  # a mistyped table or column, a lock: DuckDB's message says which
+        print(f"memport sql: {exc}", file=sys.stderr)
+        return 2
     with pl.Config(tbl_rows=args.limit, fmt_str_lengths=80, tbl_width_chars=200):
         print(frame)
     return 0
