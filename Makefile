@@ -18,8 +18,13 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --extra test --extra dev --python $(PYTHON)
 	touch $@
 
+# The Dagster instance's settings (run monitoring on), written once; edits to the copy are kept.
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	cp -n pipelines/orchestration/dagster.yaml $@
+
 ## run: set up, then ingest the sample dumps in data/landing/ and build the catalog
-run: $(VENV)/.synced
+run: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/memport run
 
 ## test: set up, then run the default test suite (slow and benchmark tests skipped)
@@ -55,8 +60,7 @@ bench-backup: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.backup_bench
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
-dev: $(VENV)/.synced
-	mkdir -p $(DAGSTER_HOME)
+dev: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: $(VENV)/.synced

@@ -63,7 +63,7 @@ def test_snapshot_then_restore_is_identical(
     put(landing, "mem0/a.json", mem0_dump(50))
     put(landing, "cortexdb/c.jsonl", CORTEX)
     ingest(store, landing, "mem0", "a.json")
-    ingest(store, landing, "mem0", "a.json")  # a replaced version: its manifest is history
+    ingest(store, landing, "mem0", "a.json", force=True)  # a replaced version: its manifest is history
     ingest(store, landing, "cortexdb", "c.jsonl")
     put(landing, "mem0/page.json", (FIXTURES / "mem0" / "paginated_v3.json").read_bytes())
     ingest(store, landing, "mem0", "page.json")  # has a duplicate: a reject

@@ -189,6 +189,7 @@ def test_hostile_store_path_snapshot_and_restore(hostile_store: tuple[Path, Epis
         Path(backup.root),
         Path(target.location.root),
         base / "rest'ored\".duckdb",
+        base / ".rest'ored\".duckdb.built",  # the catalog's stamp (pipelines.store.catalog_file)
         base / "scr'atch\"",
     ]
     new = files_under(tree) - before

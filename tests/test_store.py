@@ -88,8 +88,8 @@ def test_ingest_and_catalog(store: EpisodeStore, landing: Location, tmp_path: Pa
 
 def test_reingest_is_exactly_once(store: EpisodeStore, landing: Location, tmp_path: Path) -> None:
     put(landing, "mem0/a.json", mem0_dump(5))
-    for _ in range(3):
-        ingest(store, landing, "mem0", "a.json")
+    for _ in range(3):  # forced: an unchanged dump is otherwise skipped (test_cli_errors)
+        ingest(store, landing, "mem0", "a.json", force=True)
     rows = live_rows(
         store, tmp_path / "c.duckdb", "SELECT count(*), count(DISTINCT episode_id) FROM episode_log"
     )

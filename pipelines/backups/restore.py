@@ -22,7 +22,6 @@ store (the backed-up bytes are verified, the written manifest differs from them 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ import duckdb
 from connectors.errors import BackupError
 from connectors.kit.sql import quote_list
 from pipelines.backups.manifests import inside
+from pipelines.backups.scratch import scratch_space
 from pipelines.backups.snapshot import (
     check_path,
     existing_objects,
@@ -272,7 +272,7 @@ def prove(
         "rejects": manifest["totals"]["reject_rows"],
     }
     verdict: dict[str, Any] = {"day": day, "checked_at": datetime.now(UTC).isoformat()}
-    with tempfile.TemporaryDirectory(prefix="memport-restore-check-", dir=scratch) as tmp:
+    with scratch_space(scratch) as tmp:  # also removes what killed checks left
         try:
             restored = restore(backup, day, EpisodeStore.from_url(f"{tmp}/store"), f"{tmp}/catalog.duckdb")
             with connect(restored.catalog_path) as con:

@@ -8,40 +8,25 @@ the Dagster instance is gone with the store.
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from connectors.errors import MemportError
+from pipelines.cli.errors import friendly
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own lines.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """memport's own errors say what went wrong and what to do: print them, not a traceback."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except MemportError as exc:
-            print(f"memport {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
     """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog."""
     from pipelines.backups.snapshot import manifest_path, read_check, read_manifest
-    from pipelines.orchestration.definitions import defs
+    from pipelines.orchestration.definitions import build_definitions
     from pipelines.store.locations import Location
 
     day = day or datetime.now(UTC).date().isoformat()
+    _check_day(day)
+    defs = build_definitions()
     result = defs.resolve_job_def("snapshot_store").execute_in_process(
         instance=instance, partition_key=day, raise_on_error=False, run_config=_QUIET
     )
@@ -60,10 +45,22 @@ def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
     return 0 if check and check["passed"] else 1
 
 
-def _snapshot(args: argparse.Namespace) -> int:
-    import dagster as dg
+def _check_day(day: str) -> None:
+    from connectors.errors import ConfigError
+    from pipelines.orchestration.backups import FIRST_DAY, snapshot_days
 
-    with dg.DagsterInstance.get() as instance:
+    try:
+        date.fromisoformat(day)
+    except ValueError as exc:
+        raise ConfigError(f"--day {day!r} is not a day: {exc}; give YYYY-MM-DD, e.g. 2025-02-28") from None
+    if not snapshot_days.has_partition_key(day):
+        raise ConfigError(f"--day {day}: snapshots are taken for days from {FIRST_DAY} to today (UTC)")
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from pipelines.cli.instance import open_instance
+
+    with open_instance() as instance:
         return snapshot_in_dagster(instance, args.day)
 
 
@@ -132,7 +129,7 @@ def add_commands(sub: Any) -> None:
     """Add the backup commands to ``memport``'s sub-command parser."""
     snap = sub.add_parser("snapshot", help="snapshot the store into MEMPORT_BACKUP_URL, prove it restorable")
     snap.add_argument("--day", help="YYYY-MM-DD: the store as of the end of that day (default today)")
-    snap.set_defaults(func=_friendly(_snapshot))
+    snap.set_defaults(func=friendly(_snapshot))
     for name, func, text in (
         ("restore", _restore, "rebuild a store and catalog from a snapshot (every sha256 verified first)"),
         ("migrate", _migrate, "move the store elsewhere: snapshot now, then restore it at --store"),
@@ -144,7 +141,7 @@ def add_commands(sub: Any) -> None:
         cmd.add_argument("--catalog", required=True, help="target catalog file (DuckDB)")
         cmd.add_argument("--overwrite", action="store_true", help="replace a non-empty target store")
         cmd.add_argument("--backup", help="backup URL (default MEMPORT_BACKUP_URL)")
-        cmd.set_defaults(func=_friendly(func))
+        cmd.set_defaults(func=friendly(func))
     prune = sub.add_parser("prune", help="apply backup retention (MEMPORT_KEEP_DAILY / _MONTHLY)")
     prune.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    prune.set_defaults(func=_friendly(_prune))
+    prune.set_defaults(func=friendly(_prune))

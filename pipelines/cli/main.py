@@ -23,6 +23,8 @@ import dotenv
 import polars as pl
 
 from pipelines.cli.backups import add_commands, snapshot_in_dagster
+from pipelines.cli.errors import describe_error, friendly
+from pipelines.cli.instance import open_instance
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
@@ -37,22 +39,29 @@ def _load_env() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dagster as dg
-
     from connectors import registry
-    from pipelines.orchestration.definitions import defs
+    from connectors.errors import ConfigError
+    from pipelines.orchestration.assets import ingest_asset_key
+    from pipelines.orchestration.definitions import build_definitions
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
     from pipelines.store.catalog import connect
+    from pipelines.store.catalog_file import pending_path
     from pipelines.store.ingest import discover_dumps
     from pipelines.store.locations import Location
 
     landing = Location.from_url(setting("MEMPORT_LANDING_URL"))
+    defs = build_definitions()
     systems = args.system or list(registry.CONNECTORS)
+    if unknown := sorted(set(systems) - set(registry.CONNECTORS)):
+        raise ConfigError(
+            f"unknown system {', '.join(map(repr, unknown))}; known: {', '.join(registry.CONNECTORS)}"
+        )
     failures: list[str] = []
+    skipped = 0
     started = time.perf_counter()
     run_started = datetime.now(UTC)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         for system in systems:
             dumps = discover_dumps(landing, system)
             known = set(instance.get_dynamic_partitions(dumps_partitions_name(system)))
@@ -60,17 +69,24 @@ def _run(args: argparse.Namespace) -> int:
                 dumps_partitions_name(system), [d for d in dumps if d not in known]
             )
             job = defs.resolve_job_def(ingest_job_name(system))
+            node = ingest_asset_key(system).to_python_identifier()
+            config = _QUIET | {"ops": {node: {"config": {"force": bool(args.force)}}}}
             for key in dumps:
                 print(f"ingest {system}/{key} …", end=" ", flush=True)
                 result = job.execute_in_process(
-                    instance=instance, partition_key=key, raise_on_error=False, run_config=_QUIET
+                    instance=instance, partition_key=key, raise_on_error=False, run_config=config
                 )
                 if not result.success:
-                    failures.append(f"{system}/{key}: {_first_error(result)}")
-                    print("FAILED")
+                    error = _first_error(result)
+                    failures.append(f"{landing.uri(landing.path(system, key))}: {error}")
+                    print(f"FAILED: {error}")
                     continue
-                meta = result.asset_materializations_for_node(job.nodes_in_topological_order[0].name)
+                meta = result.asset_materializations_for_node(node)
                 values = {k: v.value for k, v in meta[-1].metadata.items()} if meta else {}
+                if values.get("skipped_unchanged"):
+                    skipped += 1
+                    print(f"unchanged since import {values.get('ingest_id')}, skipped")
+                    continue
                 print(
                     f"{values.get('accepted', 0):,} accepted, {values.get('rejected', 0):,} "
                     f"rejected, {values.get('duplicates', 0):,} duplicate"
@@ -89,6 +105,12 @@ def _run(args: argparse.Namespace) -> int:
         if snapshot_in_dagster(instance):  # the main job ends with today's snapshot
             failures.append("today's snapshot (see above)")
     catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
+    notes = []
+    if pending_path(catalog_path).exists():  # deferred for a read-write session: not a failure
+        notes.append(
+            f"catalog {catalog_path} is open read-write elsewhere: the new one waits in "
+            f"{pending_path(catalog_path)} and the next refresh installs it (README, Query the catalog)"
+        )
     with connect(catalog_path) as con:
         per_system = con.sql(
             "SELECT source_system, count(*) AS episodes FROM episodes GROUP BY ALL ORDER BY 1"
@@ -105,6 +127,11 @@ def _run(args: argparse.Namespace) -> int:
     exports_url = Location.from_url(setting("MEMPORT_EXPORTS_URL")).url()
     print()
     print(f"Done in {time.perf_counter() - started:.1f} s.")
+    if skipped:
+        print(
+            f"  skipped       : {skipped} dump(s) unchanged since their live import "
+            "(same size and sha256; `memport run --force` imports them again)"
+        )
     print(f"  episode store : {store_url}  (Parquet, one partition per dump)")
     print(
         f"  catalog       : {catalog_path}  "
@@ -127,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  or any DuckDB client: duckdb -readonly {shlex.quote(str(catalog_path))}")
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
+    if notes:
+        print("\nNote:", *notes, sep="\n  ")
     if failures:
         print("\nThese failed:", *failures, sep="\n  ")
         return 1
@@ -134,17 +163,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _first_error(result: object) -> str:
+    """The underlying error of a failed run (not Dagster's "error occurred while executing op")."""
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_failure and event.step_failure_data:
-            return event.step_failure_data.error.message.strip().splitlines()[0]
+            return describe_error(event.step_failure_data.error)
     return "unknown error (see the run in the Dagster UI)"
 
 
 def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     from pipelines.store.catalog import connect
 
-    with connect(setting("MEMPORT_CATALOG_PATH")) as con:
-        frame = con.sql(args.query).pl()
+    try:
+        with connect(setting("MEMPORT_CATALOG_PATH")) as con:
+            frame = con.sql(args.query).pl()
+    except duckdb.Error as exc:  # a mistyped table or column, a lock: DuckDB's message says which
+        print(f"memport sql: {exc}", file=sys.stderr)
+        return 2
     with pl.Config(tbl_rows=args.limit, fmt_str_lengths=80, tbl_width_chars=200):
         print(frame)
     return 0
@@ -170,7 +206,7 @@ def _export_request(args: argparse.Namespace) -> dict[str, Any]:
         "types": args.type,
         "categories": args.category,
         "tags": args.tag,
-        "metadata": args.metadata,
+        "metadata": _json_or_text(args.metadata),
         "created_after": args.created_after,
         "created_before": args.created_before,
         "as_of": args.as_of,
@@ -185,6 +221,19 @@ def _export_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_neutralize:
         given["neutralize_formulas"] = False
     return given
+
+
+def _json_or_text(raw: str | None) -> Any:
+    """``--metadata '{"lang": "en"}'`` as the object it spells (the job's config wants a dict);
+    text that is not JSON goes on as is, for the request parser to refuse with its field name."""
+    import json
+
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 class _ProgressLine:
@@ -226,7 +275,7 @@ def _export(args: argparse.Namespace) -> int:
     job = dg.Definitions(jobs=[adhoc_export, expire_exports], resources=resources).resolve_job_def(
         "adhoc_export"
     )
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         result = job.execute_in_process(
             run_config=_QUIET | {"ops": {"run_export": {"config": config}}},
             instance=instance,
@@ -342,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="ingest every dump in the landing zone, rebuild the catalog")
     run.add_argument("--system", action="append", help="only this system (repeatable)")
+    run.add_argument(
+        "--force", action="store_true", help="import every dump again, even those unchanged since imported"
+    )
     run.set_defaults(func=_run)
     sql = sub.add_parser("sql", help="run a SQL query against the catalog (read-only)")
     sql.add_argument("query")
@@ -351,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     args = parser.parse_args(argv)
     _load_env()
-    return int(args.func(args))
+    return int(friendly(args.func)(args))
 
 
 if __name__ == "__main__":

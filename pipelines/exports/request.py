@@ -217,6 +217,12 @@ def _metadata(data: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
         raise ExportRequestError("metadata", f"expected an object of top-level keys, got {value!r}")
     for k, v in value.items():
+        if k == "*":  # DuckDB's JSON paths read `*` as a wildcard even when quoted
+            raise ExportRequestError(
+                "metadata",
+                "key '*' cannot be matched literally (it is a JSON path wildcard); filter on another "
+                "key, or query the catalog with `memport sql` and json_keys(metadata)",
+            )
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             raise ExportRequestError("metadata", f"key {k!r}: a JSON value other than null is needed")
     return dict(value)

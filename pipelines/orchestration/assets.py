@@ -72,6 +72,13 @@ def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheck
     ]
 
 
+class IngestConfig(dg.Config):
+    """Run config of an ingest asset."""
+
+    #: Import the dump even if its bytes are those of its live import (by default it is skipped).
+    force: bool = False
+
+
 def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
     system = connector.name
     key = ingest_asset_key(system)
@@ -102,6 +109,7 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
     )
     def _ingest(
         context: dg.AssetExecutionContext,
+        config: IngestConfig,
         landing: LandingZone,
         episode_store: EpisodeStoreResource,
         import_settings: ImportSettings,
@@ -124,10 +132,14 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             tenant_id=import_settings.tenant_id,
             scope_template=import_settings.scope_template(system, relpath),
             progress=progress,
+            force=config.force,
         )
         m = result.manifest
         counts = result.counts
-        context.log.info(f"{relpath}: {counts} in {m['duration_s']} s")
+        if result.skipped:
+            context.log.info(f"{relpath}: unchanged since import {m['ingest_id']}, not read again")
+        else:
+            context.log.info(f"{relpath}: {counts} in {m['duration_s']} s")
         files = m["files"]["episodes"] + m["files"]["rejects"]
         return dg.MaterializeResult(
             metadata={
@@ -140,9 +152,12 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
                 "dump": dg.MetadataValue.path(m["dump_uri"]),
                 "dump_bytes": dg.MetadataValue.int(m["dump_bytes"]),
                 "dump_sha256": dg.MetadataValue.text(m["dump_sha256"]),
-                "bytes_written": dg.MetadataValue.int(sum(f["bytes"] for f in files)),
+                "bytes_written": dg.MetadataValue.int(
+                    0 if result.skipped else sum(f["bytes"] for f in files)
+                ),
                 "duration_s": dg.MetadataValue.float(m["duration_s"]),
                 "ingest_id": dg.MetadataValue.text(m["ingest_id"]),
+                "skipped_unchanged": dg.MetadataValue.bool(result.skipped),
                 "preview": dg.MetadataValue.md(_preview_markdown(result.preview)),
             },
             check_results=_check_results(result, key),
@@ -176,6 +191,8 @@ def episode_catalog(
     summary = build_catalog(
         store, episode_store.catalog_path, exports=export_target.location(), backup=backup.location()
     )
+    if summary.note:
+        context.log.warning(f"catalog: {summary.note}")
     removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
     context.log.info(
         f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"

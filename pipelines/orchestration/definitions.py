@@ -25,19 +25,26 @@ from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, cata
 from pipelines.orchestration.resources import ExportProgress, resources_from_env
 from pipelines.orchestration.sensors import landing_sensor
 
-defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, episode_catalog, episode_exports, *BACKUP_ASSETS],
-    asset_checks=BACKUP_CHECKS,
-    jobs=[
-        *INGEST_JOBS,
-        catalog_job,
-        export_specs_job,
-        adhoc_export,
-        expire_exports,
-        *BACKUP_JOBS,
-        *BACKUP_OP_JOBS,
-    ],
-    schedules=[export_specs_schedule, expire_exports_schedule, *BACKUP_SCHEDULES],
-    sensors=[landing_sensor, catalog_after_ingest, *BACKUP_SENSORS],
-    resources=resources_from_env() | {"export_progress": ExportProgress()},
-)
+
+def build_definitions() -> dg.Definitions:
+    """The definitions, with resources read from the environment now (the command line calls this
+    at run time, so settings changed after import, as in tests, are the ones used)."""
+    return dg.Definitions(
+        assets=[*INGEST_ASSETS, episode_catalog, episode_exports, *BACKUP_ASSETS],
+        asset_checks=BACKUP_CHECKS,
+        jobs=[
+            *INGEST_JOBS,
+            catalog_job,
+            export_specs_job,
+            adhoc_export,
+            expire_exports,
+            *BACKUP_JOBS,
+            *BACKUP_OP_JOBS,
+        ],
+        schedules=[export_specs_schedule, expire_exports_schedule, *BACKUP_SCHEDULES],
+        sensors=[landing_sensor, catalog_after_ingest, *BACKUP_SENSORS],
+        resources=resources_from_env() | {"export_progress": ExportProgress()},
+    )
+
+
+defs = build_definitions()

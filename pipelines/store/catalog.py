@@ -1,9 +1,11 @@
 """The DuckDB catalog: views over the store's live data files, for analysts and for memport.
 
 The catalog is rebuilt, never edited: a new database file is written beside the old one and
-renamed over it in one step. An analyst holding the old file open keeps a consistent view of the
-store as it was (their handle still points at the old file, and the data files it names are kept
-until ``vacuum``'s grace period passes); the pipeline never waits on their lock.
+renamed over it in one step. An analyst holding the old file open read-only keeps a consistent
+view of the store as it was (their handle still points at the old file, and the data files it names
+are kept until ``vacuum``'s grace period passes); the pipeline never waits on their lock. A session
+holding it read-write is never swapped under, and what it wrote is never replaced: see
+``pipelines.store.catalog_file``.
 
 Views: ``episodes`` (current version of each episode: per tenant, system and source id),
 ``episode_log`` (every version), ``rejects``, ``imports`` (every import, ``live`` marks the
@@ -15,7 +17,6 @@ first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from connectors.kit.sql import quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
+from pipelines.store import catalog_file
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, dump_relpath, typed_empty
 from pipelines.store.locations import Location
 
@@ -41,6 +43,9 @@ class CatalogSummary:
     episodes: int
     episode_versions: int
     rejects: int
+    #: Why the new catalog is not (only) at ``path``: deferred for a read-write session, or the
+    #: old file someone wrote into was kept aside. None when simply installed.
+    note: str | None = None
 
 
 def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
@@ -167,6 +172,7 @@ def build_catalog(
     uri = store.location.uri
     episode_files = [uri(f["path"]) for m in live for f in m["files"]["episodes"]]
     reject_files = [uri(f["path"]) for m in live for f in m["files"]["rejects"]]
+    catalog_file.sweep_temps(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
         with duckdb.connect(str(tmp)) as con:
@@ -207,10 +213,12 @@ def build_catalog(
                 "SELECT (SELECT count(*) FROM episodes), (SELECT count(*) FROM episode_log), "
                 "(SELECT count(*) FROM rejects)"
             ).fetchall()[0]
-        os.replace(tmp, target)
+        note = catalog_file.install(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return CatalogSummary(target, len(live), len(episode_files), *counts)
+    path = catalog_file.readable(target)
+    episodes, versions, rejects = counts
+    return CatalogSummary(path, len(live), len(episode_files), episodes, versions, rejects, note=note)
 
 
 def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) -> None:
@@ -222,7 +230,7 @@ def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) ->
 
 def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """Open the catalog the way an analyst should: read-only, with the store's filesystem."""
-    path = Path(catalog_path)
+    path = catalog_file.readable(Path(catalog_path))
     if not path.exists():
         raise FileNotFoundError(
             f"no catalog at {path}; run `make run` (or materialize the episode_catalog asset)"

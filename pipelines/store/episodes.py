@@ -129,6 +129,8 @@ class DumpInfo:
 class ImportResult:
     manifest: dict[str, Any]
     preview: pl.DataFrame = field(repr=False)
+    #: The dump's bytes are those of its live import: nothing was read or written this time.
+    skipped: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
@@ -375,11 +377,20 @@ class EpisodeStore:
         for live, (_, manifest) in zip(live_flags(loaded), loaded, strict=True):
             yield live, manifest
 
+    def live_manifest(self, system: str, key: str, tenant_id: str) -> dict[str, Any] | None:
+        """The committed import of one dump partition for ``tenant_id`` (:func:`live_flags`), or None."""
+        paths = sorted(self.fs.glob(f"{self.partition_dir('imports', system, key)}/*.json"))
+        raw: dict[str, bytes] = self.fs.cat(paths) if paths else {}
+        entries = [(p, json.loads(raw[p])) for p in paths]
+        live = [m for (_, m), flag in zip(entries, live_flags(entries), strict=True) if flag]
+        return next((m for m in live if m["tenant_id"] == tenant_id), None)
+
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
 
     def vacuum(self, *, grace: timedelta = timedelta(hours=24), dry_run: bool = False) -> list[str]:
-        """Delete data files no live manifest names, once older than ``grace``."""
+        """Delete data files no live manifest names, and manifests' temporary files a killed
+        import left, once older than ``grace``."""
         live = {
             f["path"]
             for m in self.live_manifests()
@@ -393,6 +404,10 @@ class EpisodeStore:
                 ingest_id = path.rsplit("/", 1)[1].removeprefix("part-").rsplit("-", 1)[0]
                 if path not in live and ingest_time(ingest_id) < cutoff:
                     doomed.append(path)
+        # a manifest's temporary file, left by a process killed before its rename
+        for path in self.fs.glob(self.location.path("imports", "*", "*", "*.json.tmp-*")):
+            if ingest_time(path.rsplit("/", 1)[1].split(".", 1)[0]) < cutoff:
+                doomed.append(path)
         if doomed and not dry_run:
             self.fs.rm(doomed)
         return doomed

@@ -10,11 +10,14 @@ dump found twice), and one that leads out is listed so that its refusal is visib
 
 from __future__ import annotations
 
+import hashlib
 import os
+from typing import Any
 
 from connectors import registry
 from connectors.base import DEFAULT_BATCH_ROWS
 from connectors.errors import ConfigError
+from connectors.schema import EPISODE_SCHEMA
 from pipelines.store.episodes import DumpInfo, EpisodeStore, ImportResult, Progress, dump_key
 from pipelines.store.locations import Location
 
@@ -78,6 +81,25 @@ def _checked_path(landing: Location, system: str, relpath: str) -> str:
     return os.path.realpath(path)
 
 
+def unchanged_since_import(
+    store: EpisodeStore, landing: Location, system: str, relpath: str, tenant_id: str, template: str
+) -> dict[str, Any] | None:
+    """The live import manifest of the dump if importing it again would give the same partition."""
+    live = store.live_manifest(system, dump_key(relpath), tenant_id)
+    if live is None or live["scope_template"] != template:
+        return None
+    if live["connector_version"] != registry.get(system).version:
+        return None
+    path = _checked_path(landing, system, relpath)
+    if landing.fs.size(path) != live["dump_bytes"]:  # cheap first: most changed dumps change size
+        return None
+    digest = hashlib.sha256()
+    with landing.fs.open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return live if digest.hexdigest() == live["dump_sha256"] else None
+
+
 def ingest_dump(
     store: EpisodeStore,
     landing: Location,
@@ -88,8 +110,14 @@ def ingest_dump(
     scope_template: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> ImportResult:
-    """Read ``<landing>/<system>/<relpath>`` with the system's connector and commit it."""
+    """Read ``<landing>/<system>/<relpath>`` with the system's connector and commit it.
+
+    A dump whose bytes (size, then sha256) are those of its live import, imported with the same
+    tenant, scope template and connector version, is not read again: the result is that import,
+    with ``skipped`` set. ``force`` re-imports it anyway.
+    """
     connector = registry.get(system)
     path = _checked_path(landing, system, relpath)
     if not landing.fs.isfile(path):
@@ -98,6 +126,8 @@ def ingest_dump(
             "it may have been moved or deleted since it was discovered"
         )
     template = scope_template or connector.default_scope_template
+    if not force and (live := unchanged_since_import(store, landing, system, relpath, tenant_id, template)):
+        return ImportResult(live, EPISODE_SCHEMA.to_frame(), skipped=True)
     dump = DumpInfo(
         uri=landing.fs.unstrip_protocol(path),
         source_system=system,
