@@ -161,7 +161,9 @@ def wide_csv(extra: int) -> Callable[[Path], None]:
     return write
 
 
-GOOD_CSV = b"id,content,namespace,tags,created_at\nr1,hello,ns,a;b,1716990000000\nr2,world,ns,,1716990000000\n"
+GOOD_CSV = (
+    b"id,content,namespace,tags,created_at\nr1,hello,ns,a;b,1716990000000\nr2,world,ns,,1716990000000\n"
+)
 
 
 def csv_with_huge_cell(cell_bytes: int) -> Callable[[Path], None]:
@@ -192,15 +194,21 @@ def markdown_with_long_line(line_bytes: int) -> Callable[[Path], None]:
 
 def markdown_backtracking(spaces: int) -> bytes:
     """Lines a lazy ``(.*?)\\s*`` full match backtracks on quadratically: runs of spaces."""
-    heading = "## mem_1" + " " * spaces + "x\n- **user_id:** u1\n- **created_at:** 2025-06-01T12:00:00Z\n\nm\n\n"
-    field = "## mem_2\n- **user_id:** u1" + " " * spaces + "x\n- **created_at:** 2025-06-01T12:00:00Z\n\nm\n\n"
+    heading = (
+        "## mem_1" + " " * spaces + "x\n- **user_id:** u1\n- **created_at:** 2025-06-01T12:00:00Z\n\nm\n\n"
+    )
+    field = (
+        "## mem_2\n- **user_id:** u1" + " " * spaces + "x\n- **created_at:** 2025-06-01T12:00:00Z\n\nm\n\n"
+    )
     return ("# Memsolus export\n\n" + MD_ENTRY.format(i=0) + heading + field + MD_ENTRY.format(i=3)).encode()
 
 
 def run(tmp_path: Path, files: dict[str, bytes | Callable[[Path], None]], **kw: object) -> Outcome:
     outcome = ingest_bounded(tmp_path, files, timeout=90.0, **kw)  # type: ignore[arg-type]
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in outcome.dumps.items()}
-    print(f"\npeak {outcome.peak / MIB:.0f} MiB, wall {outcome.wall:.1f} s, killed={outcome.killed}: {summary}")
+    print(
+        f"\npeak {outcome.peak / MIB:.0f} MiB, wall {outcome.wall:.1f} s, killed={outcome.killed}: {summary}"
+    )
     assert not outcome.killed, f"killed at {outcome.peak / MIB:.0f} MiB: {outcome.stderr[-1500:]}"
     assert outcome.peak < BOUND, f"peak {outcome.peak / MIB:.0f} MiB"
     assert outcome.wall < 30, f"{outcome.wall:.1f} s"
