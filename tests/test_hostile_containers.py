@@ -337,3 +337,25 @@ def test_markdown_lines_that_make_a_regex_backtrack(tmp_path: Path) -> None:
     outcome = run(tmp_path, {"memsolus/spaces.md": markdown_backtracking(1_000_000)})
     assert outcome.counts("memsolus/spaces.md")["read"] == 4
     assert outcome.wall < 10
+
+
+def overlapping_zip(entry: bytes, copies: int) -> bytes:
+    """A zip whose central directory lists the same entry (same name, same data) ``copies`` times:
+    each copy passes every per-entry check, together they inflate without end."""
+    data = backup_zip({"conversations-000.json": entry}, method=zipfile.ZIP_DEFLATED)
+    start = data.find(b"PK\x01\x02")
+    end = data.find(b"PK\x05\x06")
+    record = data[start:end]
+    eocd = bytearray(data[end:])
+    struct.pack_into("<HHII", eocd, 8, copies, copies, len(record) * copies, start)
+    return data[:start] + record * copies + bytes(eocd)
+
+
+def test_zip_entries_sharing_their_data_stop_at_the_archive_ratio(tmp_path: Path) -> None:
+    text = "".join("hello " * 60 + os.urandom(8).hex() for _ in range(200))  # deflates about 30:1
+    entry = json.dumps([conversation(f"c-{i}", text) for i in range(20)]).encode()
+    outcome = run(tmp_path, {"openai/export.zip": overlapping_zip(entry, 3000), "mem0/good.json": GOOD_MEM0})
+    reasons = outcome.dumps["openai/export.zip"]["reasons"]
+    assert reasons.get("unsafe_archive_entry") == 1, reasons
+    assert outcome.wall < 15
+    good_mem0_ingested(outcome)

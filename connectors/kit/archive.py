@@ -58,7 +58,8 @@ class Archive:
 def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[Archive]:
     """The archive at ``path``, read with seeks through fsspec (ranged reads on object stores)."""
     with fs.open(path, "rb") as f:
-        meter = bounded.Meter(f)
+        meter = bounded.Meter(f, f.seek(0, 2))
+        f.seek(0)
         try:
             archive = zipfile.ZipFile(meter)  # type: ignore[arg-type]  # read, seek and tell suffice
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -111,4 +112,4 @@ def open_entry(archive: Archive, entry: Entry) -> bounded.Layer:
         raise bounded.Unreadable(
             RejectReason.MALFORMED_DOCUMENT, f"{name} cannot be opened: its local header is broken ({exc})"
         ) from None
-    return bounded.Layer(stream, name=name, meter=archive.meter, limit=entry.size)
+    return bounded.Layer(stream, name=name, meter=archive.meter, limit=entry.size, outermost=True)

@@ -7,7 +7,9 @@ or put a whole file on one line. Readers therefore never decompress or split lin
   what the layer gives out and stops it past ``limit`` bytes in total, or past ``MAX_RATIO`` times
   the bytes read *from the dump file* so far (a :class:`Meter` at the bottom of the stack, so the
   ratio is end to end, not per layer: a gzip in a zip may not multiply two ratios). The ratio is
-  judged once ``RATIO_GRACE`` bytes came out, so small, very compressible entries pass.
+  judged once ``RATIO_GRACE`` bytes came out, so small, very compressible entries pass. The
+  entries of one archive together may give out no more than ``MAX_RATIO`` times the file's size
+  (entries that share their compressed data, an "overlapping" zip bomb, pass every per-entry check).
 * :func:`gunzip` opens a gzip stream inside another layer as a further bounded layer.
 * :func:`lines` splits a byte stream into lines of at most ``MAX_LINE_BYTES``; a longer line is
   skipped (read through, never held) and handed over as its first bytes and its full size, so the
@@ -54,6 +56,18 @@ _BLOCK_BYTES = 1 << 20
 BROKEN = (zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, NotImplementedError)
 
 
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+
+
+def compression(head: bytes) -> str | None:
+    """The compression a dump's first bytes announce (gzip, zstd, bzip2, xz), or None.
+
+    memport decompresses only inside the archives a system exports (an OpenMemory backup's
+    ``memories.jsonl.gz``); a compressed dump file on its own is refused by name, never read as
+    text."""
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
 class Unreadable(Exception):
     """A decompression layer passed a bound or its data is broken; what follows is not read."""
 
@@ -64,11 +78,24 @@ class Unreadable(Exception):
 
 
 class Meter:
-    """Counts the bytes read from the dump file under a stack of layers (for the ratio)."""
+    """Counts the bytes read from the dump file under a stack of layers (for the ratio), and
+    what its outermost layers (the entries of an archive) gave out together."""
 
-    def __init__(self, inner: IO[bytes]) -> None:
+    def __init__(self, inner: IO[bytes], size: int) -> None:
         self.inner = inner
+        self.size = size
         self.count = 0
+        self.inflated = 0
+
+    @property
+    def whole_limit(self) -> int:
+        """What the archive's entries may give out together."""
+        return MAX_RATIO * self.size + RATIO_GRACE
+
+    @property
+    def exhausted(self) -> bool:
+        """The archive's entries gave out all they may: read no further entry."""
+        return self.inflated > self.whole_limit
 
     # The file-object protocol zipfile uses on the archive file.
     def read(self, n: int = -1) -> bytes:
@@ -92,12 +119,22 @@ class Layer(io.RawIOBase):
     ``name`` says which layer it is in details (``entry 'memories.jsonl.gz'``).
     """
 
-    def __init__(self, inner: IO[bytes], *, name: str, meter: Meter, limit: int = MAX_OUTPUT_BYTES) -> None:
+    def __init__(
+        self,
+        inner: IO[bytes],
+        *,
+        name: str,
+        meter: Meter,
+        limit: int = MAX_OUTPUT_BYTES,
+        outermost: bool = False,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.name = name
         self.meter = meter
         self.limit = limit
+        #: An archive entry: its output also counts toward the whole archive's.
+        self.outermost = outermost
         self._out = 0
         self._base = meter.count
 
@@ -120,10 +157,19 @@ class Layer(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         self._out += n
+        if self.outermost:
+            self.meter.inflated += n
         self._check()
         return n
 
     def _check(self) -> None:
+        if self.outermost and self.meter.exhausted:
+            raise Unreadable(
+                RejectReason.UNSAFE_ARCHIVE_ENTRY,
+                f"{self.name}: the archive's entries together give out more than "
+                f"{self.meter.whole_limit:,} bytes from a {self.meter.size:,}-byte file "
+                f"(ratio above {MAX_RATIO}; entries sharing their data)",
+            )
         if self._out > self.limit:
             raise Unreadable(
                 RejectReason.UNSAFE_ARCHIVE_ENTRY,

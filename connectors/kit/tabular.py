@@ -101,7 +101,7 @@ def items(
     kind = sniff(fs, path)
     if kind == "empty":
         return
-    if kind in ("zip", "gzip", "sqlite"):
+    if kind not in ("json", "text"):  # an archive, a database or a compressed file
         raise DumpFormatError(uri, expected, f"a {kind} file")
     if kind == "json":
         yield from _json(fs, path, uri, expected, envelope_keys)

@@ -217,7 +217,7 @@ def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterato
                     user_id = _user_id(f.read(_USER_JSON_MAX))
             except bounded.Unreadable as exc:
                 yield _unreadable(next(counter), account, exc)
-        for entry in shards:
+        for i, entry in enumerate(shards):
             if entry.problem:
                 yield _unsafe(next(counter), entry)
                 continue
@@ -225,7 +225,12 @@ def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterato
             try:
                 yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
             except bounded.Unreadable as exc:  # the records before it were read
+                if zipped.meter.exhausted:  # the whole archive's budget: no other entry is read
+                    rest = len(shards) - i - 1
+                    exc.detail += f"; the {rest:,} entries after it are not read either"
                 yield _unreadable(next(counter), entry, exc)
+                if zipped.meter.exhausted:
+                    return
 
 
 def _unsafe(pos: int, entry: archive.Entry) -> Row:
