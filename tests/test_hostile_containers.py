@@ -13,12 +13,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tests.hostile import GIB, Outcome, ingest_bounded
@@ -215,6 +217,14 @@ def run(tmp_path: Path, files: dict[str, bytes | Callable[[Path], None]], **kw: 
     return outcome
 
 
+def details(tmp_path: Path, dump: str) -> list[str]:
+    """The reject details the child wrote to the store for ``<system>/<file>``."""
+    system, name = dump.split("/", 1)
+    parts = tmp_path / "store" / "rejects" / f"source_system={system}" / f"dump={name}"
+    frame = pl.read_parquet(sorted(parts.glob("*.parquet")))
+    return frame.sort("dump_record")["detail"].to_list()
+
+
 def good_mem0_ingested(outcome: Outcome) -> None:
     assert outcome.counts("mem0/good.json")["accepted"] == 3
 
@@ -227,6 +237,12 @@ def test_gzip_in_zip_inflating_to_one_endless_line_is_an_unsafe_entry(tmp_path: 
     counts = outcome.counts("mem0/backup.zip")
     assert (counts["accepted"], counts["rejected"]) == (3, 1), counts
     assert outcome.dumps["mem0/backup.zip"]["reasons"] == {"unsafe_archive_entry": 1}
+    (detail,) = details(tmp_path, "mem0/backup.zip")
+    assert re.fullmatch(
+        r"memories\.jsonl\.gz after line 3: memories\.jsonl\.gz \(gzip\) inflates [\d,]+ bytes of the "
+        r"file to more than [\d,]+ \(ratio above 200\): a decompression bomb; rest not read",
+        detail,
+    ), detail
     good_mem0_ingested(outcome)
 
 
@@ -235,6 +251,10 @@ def test_one_oversized_line_in_a_gzip_in_a_zip_costs_that_line_only(tmp_path: Pa
     counts = outcome.counts("mem0/backup.zip")
     assert (counts["accepted"], counts["rejected"]) == (3, 1), counts
     assert outcome.dumps["mem0/backup.zip"]["reasons"] == {"payload_too_large": 1}
+    (detail,) = details(tmp_path, "mem0/backup.zip")
+    assert re.fullmatch(
+        r"memories\.jsonl\.gz line 3 is [\d,]+ bytes; one record may hold 8,388,608; line skipped", detail
+    ), detail
     good_mem0_ingested(outcome)
 
 
@@ -250,6 +270,13 @@ def test_zip_entry_smaller_in_the_directory_than_its_data(tmp_path: Path) -> Non
     assert counts["accepted"] == 5, counts
     reasons = outcome.dumps["openai/export.zip"]["reasons"]
     assert reasons.get("malformed_document") == 1, reasons
+    (detail,) = [d for d in details(tmp_path, "openai/export.zip") if "broken" in d]
+    assert re.fullmatch(
+        r"entry 'conversations-001\.json' is broken after [\d,]+ bytes \(Bad CRC-32 for file "
+        r"'conversations-001\.json'\): corrupt, or its data does not match the size its archive declares; "
+        r"the rest of the entry is not read",
+        detail,
+    ), detail
     good_mem0_ingested(outcome)
 
 
@@ -324,6 +351,9 @@ def test_huge_csv_cell_costs_its_row_only(tmp_path: Path) -> None:
     counts = outcome.counts("mnueron/cell.csv")
     assert (counts["accepted"], counts["rejected"]) == (2, 1), counts
     assert outcome.dumps["mnueron/cell.csv"]["reasons"] == {"payload_too_large": 1}
+    assert details(tmp_path, "mnueron/cell.csv") == [
+        f"line 3: a row of at least {64 * MIB + 23:,} characters; one record may hold 8,388,608; row skipped"
+    ]
 
 
 def test_markdown_line_of_hundreds_of_megabytes(tmp_path: Path) -> None:
@@ -357,5 +387,12 @@ def test_zip_entries_sharing_their_data_stop_at_the_archive_ratio(tmp_path: Path
     outcome = run(tmp_path, {"openai/export.zip": overlapping_zip(entry, 3000), "mem0/good.json": GOOD_MEM0})
     reasons = outcome.dumps["openai/export.zip"]["reasons"]
     assert reasons.get("unsafe_archive_entry") == 1, reasons
+    (detail,) = [d for d in details(tmp_path, "openai/export.zip") if "archive" in d]
+    assert re.fullmatch(
+        r"entry 'conversations-000\.json': the archive's entries together give out more than [\d,]+ bytes "
+        r"from a [\d,]+-byte file \(ratio above 200; entries sharing their data\); the [\d,]+ entries after "
+        r"it are not read either; the rest of the entry is not read",
+        detail,
+    ), detail
     assert outcome.wall < 15
     good_mem0_ingested(outcome)

@@ -216,7 +216,7 @@ def csv_items(
                     pos,
                     escaped(exc.head) + "…",
                     RejectReason.PAYLOAD_TOO_LARGE,
-                    f"line {first_line}: a row of more than {exc.chars:,} characters; one record may "
+                    f"line {first_line}: a row of at least {exc.chars:,} characters; one record may "
                     f"hold {MAX_ROW_CHARS:,}; row skipped",
                 )
                 reader = csv.reader(source, strict=True)  # the old one holds the cut row's fields
