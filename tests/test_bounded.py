@@ -59,7 +59,7 @@ def test_a_layer_stops_at_its_limit_and_names_itself() -> None:
 def test_a_gzip_inflating_past_the_ratio_is_a_bomb() -> None:
     packed = gzip.compress(b"a" * (20 << 20))  # about 1000:1
     meter = bounded.Meter(io.BytesIO(packed), len(packed))
-    outer = bounded.Layer(meter, name="entry 'm.gz'", meter=meter)  # type: ignore[arg-type]
+    outer = bounded.as_io(bounded.Layer(meter, name="entry 'm.gz'", meter=meter))
     with pytest.raises(
         bounded.Unreadable, match=r"m\.gz \(gzip\) inflates [\d,]+ bytes of the file .*\(ratio above 200\)"
     ):
@@ -70,7 +70,7 @@ def test_a_gzip_inflating_past_the_ratio_is_a_bomb() -> None:
 def test_a_broken_gzip_is_malformed_naming_the_layer() -> None:
     packed = gzip.compress(b"line\n" * 1000)
     meter = bounded.Meter(io.BytesIO(packed[:-12]), len(packed))
-    outer = bounded.Layer(meter, name="entry 'm.gz'", meter=meter)  # type: ignore[arg-type]
+    outer = bounded.as_io(bounded.Layer(meter, name="entry 'm.gz'", meter=meter))
     with pytest.raises(bounded.Unreadable) as caught:
         bounded.gunzip(outer, "m.gz (gzip)").read()
     assert caught.value.reason == RejectReason.MALFORMED_DOCUMENT

@@ -61,7 +61,7 @@ def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[Ar
         meter = bounded.Meter(f, f.seek(0, 2))
         f.seek(0)
         try:
-            archive = zipfile.ZipFile(meter)  # type: ignore[arg-type]  # read, seek and tell suffice
+            archive = zipfile.ZipFile(meter)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise DumpFormatError(
                 fs.unstrip_protocol(path), expected, f"a broken zip archive ({exc})"
@@ -100,7 +100,7 @@ def _problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def open_entry(archive: Archive, entry: Entry) -> bounded.Layer:
+def open_entry(archive: Archive, entry: Entry) -> IO[bytes]:
     """A bounded stream of one safe entry's bytes; :class:`bounded.Unreadable` if its local
     header is broken (at open) or its data is (while read)."""
     if entry.problem is not None:
@@ -112,4 +112,5 @@ def open_entry(archive: Archive, entry: Entry) -> bounded.Layer:
         raise bounded.Unreadable(
             RejectReason.MALFORMED_DOCUMENT, f"{name} cannot be opened: its local header is broken ({exc})"
         ) from None
-    return bounded.Layer(stream, name=name, meter=archive.meter, limit=entry.size, outermost=True)
+    layer = bounded.Layer(stream, name=name, meter=archive.meter, limit=entry.size, outermost=True)
+    return bounded.as_io(layer)

@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol, cast
 
 from connectors.schema import RejectReason
 
@@ -77,6 +77,18 @@ class Unreadable(Exception):
         self.detail = detail
 
 
+class Source(Protocol):
+    """What a layer reads from: a file, a zip entry, a gzip stream, another layer."""
+
+    def read(self, n: int = ..., /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+    def tell(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class Meter:
     """Counts the bytes read from the dump file under a stack of layers (for the ratio), and
     what its outermost layers (the entries of an archive) gave out together."""
@@ -112,6 +124,9 @@ class Meter:
     def seekable(self) -> bool:
         return True
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 class Layer(io.RawIOBase):
     """One bounded decompression layer over ``inner`` (see the module docstring).
@@ -121,7 +136,7 @@ class Layer(io.RawIOBase):
 
     def __init__(
         self,
-        inner: IO[bytes],
+        inner: Source,
         *,
         name: str,
         meter: Meter,
@@ -206,9 +221,17 @@ class Layer(io.RawIOBase):
             super().close()
 
 
-def gunzip(outer: Layer, name: str) -> Layer:
-    """The gzip stream held in ``outer`` (e.g. ``memories.jsonl.gz`` in a zip), bounded in turn."""
-    return Layer(gzip.GzipFile(fileobj=outer, mode="rb"), name=name, meter=outer.meter)
+def gunzip(outer: IO[bytes], name: str) -> IO[bytes]:
+    """The gzip stream held in ``outer``, a bounded layer (e.g. ``memories.jsonl.gz`` in a zip),
+    bounded in turn against the same file."""
+    if not isinstance(outer, Layer):
+        raise TypeError("gunzip reads only inside a bounded layer (its ratio is judged against the file)")
+    return as_io(Layer(gzip.GzipFile(fileobj=outer, mode="rb"), name=name, meter=outer.meter))
+
+
+def as_io(layer: Layer) -> IO[bytes]:
+    """A layer as the binary file object readers take (it is one: read, seek, tell, close)."""
+    return cast(IO[bytes], layer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +246,7 @@ class Line:
     oversized: bool
 
 
-def lines(stream: IO[bytes], *, limit: int = MAX_LINE_BYTES) -> Iterator[Line]:
+def lines(stream: Source, *, limit: int = MAX_LINE_BYTES) -> Iterator[Line]:
     """The lines of ``stream``, none longer than ``limit`` held (see the module docstring).
 
     Memory is bounded by ``limit`` plus one read block, whatever the stream holds.

@@ -64,7 +64,7 @@ MAX_EXPORT_BYTES = 16 << 20
 
 Opener = Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
 #: An entry opener: the bounded stream of one zip entry.
-EntryOpener = Callable[[], bounded.Layer]
+EntryOpener = Callable[[], IO[bytes]]
 
 
 @dataclass
@@ -94,7 +94,7 @@ def zip_rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
                 pos += 1
                 continue
 
-            def opener(entry: archive.Entry = entry) -> bounded.Layer:
+            def opener(entry: archive.Entry = entry) -> IO[bytes]:
                 return archive.open_entry(zipped, entry)
 
             try:
