@@ -58,8 +58,9 @@ class Archive:
 def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[Archive]:
     """The archive at ``path``, read with seeks through fsspec (ranged reads on object stores)."""
     with fs.open(path, "rb") as f:
-        meter = bounded.Meter(f, f.seek(0, 2))
+        end = f.seek(0, 2)
         f.seek(0)
+        meter = bounded.Meter(f, end if isinstance(end, int) else int(fs.size(path) or 0))
         try:
             archive = zipfile.ZipFile(meter)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
