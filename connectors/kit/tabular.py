@@ -299,14 +299,14 @@ def text_lines(text: io.TextIOBase, *, limit: int) -> Iterator[tuple[str, int]]:
     ``limit`` characters is read through without being held and comes as its first
     ``KEPT_PREFIX_BYTES`` characters with its full length, so a reader can reject it by size."""
     while line := text.readline(limit + 1):
-        size = len(line)
-        if size > limit and not line.endswith(("\n", "\r")):
-            line = line[:_KEPT_CHARS]
-            while chunk := text.readline(_DRAIN_CHARS):
-                size += len(chunk)
-                if chunk.endswith(("\n", "\r")):
-                    break
-        yield line.rstrip("\r\n"), size
+        kept = line.rstrip("\r\n")
+        size = len(kept)
+        if size > limit:
+            kept = kept[:_KEPT_CHARS]
+            chunk = line
+            while not chunk.endswith(("\n", "\r")) and (chunk := text.readline(_DRAIN_CHARS)):
+                size += len(chunk.rstrip("\r\n"))
+        yield kept, size
 
 
 def _header(source: _Lines, uri: str, columns: tuple[Column, ...]) -> list[str]:
