@@ -154,8 +154,10 @@ def _status(value: str | None) -> str:
 
 # --- Markdown ----------------------------------------------------------------------------------
 
-_ENTRY = re.compile(r"##(?:\s+(.*?))?\s*")
-_FIELD = re.compile(r"[-*]\s+\*\*(?:(\w+):\*\*|(\w+)\*\*\s*:)\s*(.*?)\s*")
+# No lazy group before a trailing ``\s*``: on a long run of spaces that backtracks quadratically
+# (a 1 MB line took minutes). Values are stripped by the caller instead.
+_ENTRY = re.compile(r"##(\s.*)?")
+_FIELD = re.compile(r"[-*]\s+\*\*(?:(\w+):\*\*|(\w+)\*\*\s*:)(.*)")
 _FENCE = re.compile(r"\s{0,3}(```|~~~)")
 
 
@@ -174,8 +176,9 @@ def markdown_items(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
     fence: str | None = None
     with fs.open(path, "rb") as f:
         stream = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline=None)
-        for number, line in enumerate(stream, start=1):
-            line = line.rstrip("\n")
+        # A line longer than an entry may be is not held: its size alone makes the entry too large.
+        lines = tabular.text_lines(stream, limit=_MAX_ENTRY_CHARS)
+        for number, (line, length) in enumerate(lines, start=1):
             marker = _FENCE.match(line)
             if marker and (fence is None or marker.group(1) == fence):
                 fence = marker.group(1) if fence is None else None
@@ -183,14 +186,14 @@ def markdown_items(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
             if heading:
                 if pos >= 0:
                     yield _entry(pos, entry, start, size, uri)
-                pos, entry, size, start = pos + 1, [line], len(line), number
+                pos, entry, size, start = pos + 1, [line], length, number
             elif pos < 0:
-                title = title or (line.strip() if line.strip() else "")
+                title = title or (line.strip()[:200] if line.strip() else "")
             elif size <= _MAX_ENTRY_CHARS:
                 entry.append(line)
-                size += len(line) + 1
+                size += length + 1
             else:
-                size += len(line) + 1  # counted, no longer kept
+                size += length + 1  # counted, no longer kept
     if pos >= 0:
         yield _entry(pos, entry, start, size, uri)
     elif "memsolus" not in title.lower():

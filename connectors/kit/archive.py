@@ -3,9 +3,14 @@
 An entry is *unsafe* when its name could escape a folder (``..``, an absolute or drive path,
 backslashes), when it declares more than ``MAX_ENTRY_BYTES`` uncompressed or a compression ratio
 above ``MAX_RATIO`` (a zip bomb), or when it is encrypted. Connectors turn an unsafe entry they
-would have read into one ``unsafe_archive_entry`` reject and go on with the others. Reading is
-bounded by the declared size (``zipfile`` stops there and checks the CRC), so an entry that lies
-about its size cannot inflate past it.
+would have read into one ``unsafe_archive_entry`` reject and go on with the others.
+
+An entry is read as a bounded layer (``bounded.Layer``): never past its declared size (``zipfile``
+stops there and checks the CRC) nor past ``bounded.MAX_RATIO`` times the bytes read from the
+file, and a gzip inside it is bounded the same way, end to end (``bounded.gunzip``). An entry
+whose data is broken or does not match its directory record (a bad CRC: it lies about its size),
+or whose local header is corrupt, raises ``bounded.Unreadable`` naming the entry, at open or
+while read: the connector makes it one reject and goes on with the other entries.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from typing import IO
 from fsspec import AbstractFileSystem
 
 from connectors.errors import DumpFormatError
+from connectors.kit import bounded
+from connectors.schema import RejectReason
 
-MAX_ENTRY_BYTES = 4 << 30
-MAX_RATIO = 200
+MAX_ENTRY_BYTES = bounded.MAX_OUTPUT_BYTES
+MAX_RATIO = bounded.MAX_RATIO
 MAX_ENTRIES = 100_000
 
 
@@ -39,13 +46,24 @@ class Entry:
         return self.name.rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class Archive:
+    """An open zip archive and the meter of the bytes read from its file."""
+
+    zip: zipfile.ZipFile
+    meter: bounded.Meter
+
+
 @contextlib.contextmanager
-def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[zipfile.ZipFile]:
+def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[Archive]:
     """The archive at ``path``, read with seeks through fsspec (ranged reads on object stores)."""
     with fs.open(path, "rb") as f:
+        end = f.seek(0, 2)
+        f.seek(0)
+        meter = bounded.Meter(f, end if isinstance(end, int) else int(fs.size(path) or 0))
         try:
-            archive = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError) as exc:
+            archive = zipfile.ZipFile(meter)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise DumpFormatError(
                 fs.unstrip_protocol(path), expected, f"a broken zip archive ({exc})"
             ) from None
@@ -54,14 +72,14 @@ def open_zip(fs: AbstractFileSystem, path: str, *, expected: str) -> Iterator[zi
                 fs.unstrip_protocol(path), expected, f"a zip archive of more than {MAX_ENTRIES:,} entries"
             )
         with archive:
-            yield archive
+            yield Archive(archive, meter)
 
 
-def entries(archive: zipfile.ZipFile) -> list[Entry]:
+def entries(archive: Archive) -> list[Entry]:
     """Every file entry (folders left out), each with its safety verdict."""
     return [
         Entry(info.filename, info.file_size, info.compress_size, _problem(info), info)
-        for info in archive.infolist()
+        for info in archive.zip.infolist()
         if not info.is_dir()
     ]
 
@@ -83,8 +101,17 @@ def _problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def open_entry(archive: zipfile.ZipFile, entry: Entry) -> IO[bytes]:
-    """A stream of one safe entry's bytes."""
+def open_entry(archive: Archive, entry: Entry) -> IO[bytes]:
+    """A bounded stream of one safe entry's bytes; :class:`bounded.Unreadable` if its local
+    header is broken (at open) or its data is (while read)."""
     if entry.problem is not None:
         raise ValueError(entry.problem)
-    return archive.open(entry.info)
+    name = f"entry {entry.name!r}"
+    try:
+        stream: IO[bytes] = archive.zip.open(entry.info)
+    except bounded.BROKEN as exc:
+        raise bounded.Unreadable(
+            RejectReason.MALFORMED_DOCUMENT, f"{name} cannot be opened: its local header is broken ({exc})"
+        ) from None
+    layer = bounded.Layer(stream, name=name, meter=archive.meter, limit=entry.size, outermost=True)
+    return bounded.as_io(layer)

@@ -19,7 +19,7 @@ from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
-from connectors.kit import sources
+from connectors.kit import bounded, sources
 from connectors.schema import (
     EPISODE_SCHEMA,
     EPISODE_TYPES,
@@ -80,6 +80,10 @@ def run(
     """
     uri = fs.unstrip_protocol(path)
     ingested_at = datetime.now(UTC)
+    with fs.open(path, "rb") as f:
+        packed = bounded.compression(f.read(8))
+    if packed is not None:  # never split compressed bytes into "lines"
+        raise DumpFormatError(uri, expected, f"a {packed} file; decompress it into the landing folder")
     head = sources.peek(fs, path)
     if head.shape == "empty":
         return

@@ -33,7 +33,7 @@ from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, ReadOptions, scope_placeholders
 from connectors.errors import DumpFormatError
-from connectors.kit import normalize
+from connectors.kit import bounded, normalize
 from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -290,21 +290,23 @@ def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
 
 # --- reading -----------------------------------------------------------------------------------
 
-DumpKind = Literal["empty", "zip", "gzip", "sqlite", "json", "text"]
+DumpKind = Literal["empty", "zip", "gzip", "zstd", "bzip2", "xz", "sqlite", "json", "text"]
 _SNIFF_BYTES = 1 << 12
 
 
 def sniff(fs: AbstractFileSystem, path: str) -> DumpKind:
     """What a dump is, from its first bytes (never from its name): an archive, a SQLite database,
-    gzip, JSON (starts with ``[``, ``{`` or ``"``, after a BOM and whitespace), other text, or empty."""
+    a compressed file (gzip, zstd, bzip2, xz), JSON (starts with ``[``, ``{`` or ``"``, after a BOM
+    and whitespace), other text, or empty."""
     with fs.open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"SQLite format 3\x00"):
         return "sqlite"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
+    packed = bounded.compression(head)
+    if packed is not None:
+        return packed  # type: ignore[return-value]  # one of the DumpKind compressions
     stripped = head.removeprefix(BOM).lstrip()
     if not stripped:
         return "empty"

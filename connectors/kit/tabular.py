@@ -20,6 +20,7 @@ each item to a staged row; ``records.run`` does the rest.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -30,7 +31,7 @@ from typing import Any, Literal
 from fsspec import AbstractFileSystem
 
 from connectors.errors import DumpFormatError
-from connectors.kit import sources
+from connectors.kit import bounded, sources
 from connectors.kit.records import (
     Malformed,
     Rejected,
@@ -49,6 +50,15 @@ from connectors.schema import RejectReason
 #: A CSV field may hold this many characters (far above the 100 KB content limit, so oversized
 #: content is judged by the shared check); a longer one means a quote that never closes.
 MAX_FIELD_CHARS = 8 << 20
+#: A CSV row (one record, over one or more physical lines) may hold this many characters; a
+#: longer one is one ``payload_too_large`` reject, read through without being held.
+MAX_ROW_CHARS = bounded.MAX_LINE_BYTES
+#: Columns a CSV header may name. Every supported export has under 30; spreadsheets stop at
+#: 16,384. A wider file is a matrix, not a memory export, and each of its rows would become a
+#: dict of that many keys, so it is refused (naming the count) rather than read.
+MAX_COLUMNS = 4096
+_KEPT_CHARS = bounded.KEPT_PREFIX_BYTES
+_DRAIN_CHARS = 1 << 20
 _HEAD_BYTES = 1 << 12
 
 Kind = Literal["json", "csv", "markdown"]
@@ -91,7 +101,7 @@ def items(
     kind = sniff(fs, path)
     if kind == "empty":
         return
-    if kind in ("zip", "gzip", "sqlite"):
+    if kind not in ("json", "text"):  # an archive, a database or a compressed file
         raise DumpFormatError(uri, expected, f"a {kind} file")
     if kind == "json":
         yield from _json(fs, path, uri, expected, envelope_keys)
@@ -180,32 +190,40 @@ def csv_items(
     """The rows of an RFC 4180 CSV file as items keyed by header name (see the module docstring).
 
     The header must name every column in ``columns`` (any of a column's names will do), else
-    this is not the system's CSV export: :class:`DumpFormatError`.
+    this is not the system's CSV export: :class:`DumpFormatError`. So is a header of more than
+    ``MAX_COLUMNS`` columns. A row longer than ``MAX_ROW_CHARS`` (one physical line or several)
+    is one ``payload_too_large`` reject, read through without being held; reading resumes on the
+    next line.
     """
     # The limit is process-wide; raising it only ever accepts more, so other readers are unaffected.
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
     with fs.open(path, "rb") as f:
         # Undecodable bytes survive as lone surrogates, so one bad row is one reject, not a crash.
         text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        lines: list[str] = []
-
-        def tap() -> Iterator[str]:
-            for line in text:
-                lines.append(line)
-                yield line
-
-        reader = csv.reader(tap(), strict=True)
-        header = _header(reader, lines, uri, columns)
+        source = _Lines(text, MAX_ROW_CHARS)
+        header = _header(source, uri, columns)
+        reader = csv.reader(source, strict=True)
         pos = 0
         while True:
-            lines.clear()
-            first_line = reader.line_num + 1
+            source.start_row()
+            first_line = source.number + 1
             try:
                 row = next(reader)
             except StopIteration:
                 return
+            except _TooLong as exc:
+                yield reject(
+                    pos,
+                    escaped(exc.head) + "…",
+                    RejectReason.PAYLOAD_TOO_LARGE,
+                    f"line {first_line}: a row of at least {exc.chars:,} characters; one record may "
+                    f"hold {MAX_ROW_CHARS:,}; row skipped",
+                )
+                reader = csv.reader(source, strict=True)  # the old one holds the cut row's fields
+                pos += 1
+                continue
             except csv.Error as exc:
-                raw = escaped("".join(lines))
+                raw = escaped("".join(source.lines))
                 if _unterminated(exc):
                     yield reject(
                         pos,
@@ -214,35 +232,114 @@ def csv_items(
                         f"line {first_line}: a quoted field opened in this row never closes ({exc})",
                     )
                     return
-                where = f"line {first_line}" if len(lines) < 2 else f"lines {first_line}-{reader.line_num}"
+                where = (
+                    f"line {first_line}"
+                    if source.number == first_line
+                    else f"lines {first_line}-{source.number}"
+                )
                 yield reject(pos, raw, RejectReason.BAD_VALUE, f"{where}: not a valid CSV row: {exc}")
                 pos += 1
                 continue
             if not row:
                 continue  # a blank line is not a row
-            yield _csv_row(pos, row, "".join(lines), header, first_line)
+            yield _csv_row(pos, row, "".join(source.lines), header, first_line)
             pos += 1
 
 
-def _header(reader: Any, lines: list[str], uri: str, columns: tuple[Column, ...]) -> list[str]:
+class _TooLong(Exception):
+    """A row passed the length limit: its first characters, its length, its separators."""
+
+    def __init__(self, head: str, chars: int, commas: int) -> None:
+        super().__init__(f"{chars} characters")
+        self.head, self.chars, self.commas = head, chars, commas
+
+
+class _Lines:
+    """The physical lines of a text for ``csv.reader``, keeping the current row's lines (its
+    source text) and never more than ``limit`` characters of them: a longer row raises
+    :class:`_TooLong` once its last physical line is read through (so reading can resume)."""
+
+    def __init__(self, text: io.TextIOWrapper, limit: int) -> None:
+        self.text = text
+        self.limit = limit
+        self.lines: list[str] = []
+        self.number = 0  # physical lines read
+        self._size = 0
+
+    def start_row(self) -> None:
+        self.lines.clear()
+        self._size = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self._size += len(line)
+        if self._size <= self.limit:
+            self.number += 1
+            self.lines.append(line)
+            return line
+        head = (self.lines[0] if self.lines else line)[:_KEPT_CHARS]
+        chars, commas = self._size, sum(part.count(",") for part in self.lines) + line.count(",")
+        while not line.endswith(("\n", "\r")):  # read the rest of the physical line through
+            line = self.text.readline(_DRAIN_CHARS)
+            if not line:
+                break
+            chars, commas = chars + len(line), commas + line.count(",")
+        self.number += 1
+        self.start_row()
+        raise _TooLong(head, chars, commas)
+
+
+def text_lines(text: io.TextIOBase, *, limit: int) -> Iterator[tuple[str, int]]:
+    """``(line, length)`` for each line of ``text`` (newline removed): a line longer than
+    ``limit`` characters is read through without being held and comes as its first
+    ``KEPT_PREFIX_BYTES`` characters with its full length, so a reader can reject it by size."""
+    while line := text.readline(limit + 1):
+        kept = line.rstrip("\r\n")
+        size = len(kept)
+        if size > limit:
+            kept = kept[:_KEPT_CHARS]
+            chunk = line
+            while not chunk.endswith(("\n", "\r")) and (chunk := text.readline(_DRAIN_CHARS)):
+                size += len(chunk.rstrip("\r\n"))
+        yield kept, size
+
+
+def _header(source: _Lines, uri: str, columns: tuple[Column, ...]) -> list[str]:
     wanted = ", ".join("|".join(names) for names in columns)
     expected = f"CSV export with the columns {wanted}"
     try:
-        header = next((row for row in reader if row), None)
+        header = next((row for row in csv.reader(source, strict=True) if row), None)
     except csv.Error as exc:
         raise DumpFormatError(uri, expected, f"a header that is not valid CSV ({exc})") from None
+    except _TooLong as exc:
+        raise DumpFormatError(
+            uri,
+            expected,
+            f"a header row of {exc.chars:,} characters, about {exc.commas + 1:,} columns "
+            f"(at most {MAX_COLUMNS:,} columns are read)",
+        ) from None
     if header is None:
         raise DumpFormatError(uri, expected, "no header row")
+    if len(header) > MAX_COLUMNS:
+        raise DumpFormatError(
+            uri, expected, f"a header of {len(header):,} columns (at most {MAX_COLUMNS:,} are read)"
+        )
     names = [escaped(name).strip().lower() for name in header]
-    shown = ", ".join(names)
-    if len(shown) > 200:
+    shown = ", ".join(names[:40])
+    if len(shown) > 200 or len(names) > 40:
         shown = shown[:200] + "…"
-    missing = [names_[0] for names_ in columns if not any(n in names for n in names_)]
+    present = set(names)
+    missing = [names_[0] for names_ in columns if not any(n in present for n in names_)]
     if missing:
         raise DumpFormatError(uri, expected, f"a header without {', '.join(missing)}: {shown}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, times in collections.Counter(names).items() if times > 1)
     if repeated:
-        raise DumpFormatError(uri, expected, f"a header naming {', '.join(repeated)} twice: {shown}")
+        raise DumpFormatError(uri, expected, f"a header naming {', '.join(repeated[:20])} twice: {shown}")
     return names
 
 

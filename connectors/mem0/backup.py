@@ -11,7 +11,10 @@ the internal UUID, kept in metadata), ``apps`` and ``categories`` turn ids into 
 sections (``memory_categories``, ``status_history``, ``access_controls``, ``export_meta``) repeat
 what each memory carries or describe the export, and are not read. Entries are read in place
 through ``archive``; an unsafe entry that would have been read is an ``unsafe_archive_entry``
-reject.
+reject. Reading is bounded (``kit.bounded``): the gzip inside the zip may not inflate past the
+limits (else the rest of it is one ``unsafe_archive_entry`` reject), a line longer than
+``bounded.MAX_LINE_BYTES`` is one ``payload_too_large`` reject and the next line is read, and an
+entry whose data is broken or lies about its size ends with one ``malformed_document`` reject.
 
 Mapping: a memory is one ``observation``, idempotency key ``mem0:<id>`` (OpenMemory keeps Mem0's
 memory ids), ``source`` and ``{app_id}`` = the app's name, ``observed_at`` = ``created_at``.
@@ -33,11 +36,8 @@ an API error ``{error}``.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +47,7 @@ import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.errors import DumpFormatError
-from connectors.kit import archive, records
+from connectors.kit import archive, bounded, records
 from connectors.kit.records import Rejected, Row
 from connectors.schema import RejectReason
 
@@ -56,12 +56,15 @@ _ENTRIES = ("memories.json", "memories.jsonl.gz")
 _STATES = {"active": "active", "paused": "active", "archived": "deleted", "deleted": "deleted"}
 #: Fields mapped to canonical columns (the rest goes under ``metadata._source``).
 _MAPPED = ("id", "content", "memory", "metadata", "created_at", "updated_at", "categories", "app")
-#: Errors of a zip entry or gzip stream that breaks off (bad CRC, truncated deflate data).
-_BROKEN = (zipfile.BadZipFile, EOFError, OSError, zlib.error)
+#: Errors of a zip entry or gzip stream that breaks off (bad CRC, truncated deflate data), or
+#: passes a bound; a bare ``memories.json`` file read through fsspec raises only ``OSError``.
+_BROKEN = (*bounded.BROKEN, bounded.Unreadable)
 #: An export is an LLM's answer to a schema: larger than this is not one.
 MAX_EXPORT_BYTES = 16 << 20
 
 Opener = Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
+#: An entry opener: the bounded stream of one zip entry.
+EntryOpener = Callable[[], IO[bytes]]
 
 
 @dataclass
@@ -91,13 +94,16 @@ def zip_rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
                 pos += 1
                 continue
 
-            def opener(entry: archive.Entry = entry) -> contextlib.AbstractContextManager[IO[bytes]]:
+            def opener(entry: archive.Entry = entry) -> IO[bytes]:
                 return archive.open_entry(zipped, entry)
 
-            if entry.basename == "memories.json":
-                yield from snapshot_rows(opener, start=pos)
-            else:
-                yield from lines_rows(opener, start=pos)
+            try:
+                if entry.basename == "memories.json":
+                    yield from snapshot_rows(opener, start=pos)
+                else:
+                    yield from lines_rows(opener, start=pos)
+            except bounded.Unreadable as exc:  # at open: no record of the entry was read
+                yield records.reject(pos, None, exc.reason, f"{exc.detail}; entry not read")
             return
 
 
@@ -118,6 +124,8 @@ def snapshot_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
             yield records.reject(
                 start + exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"memories.json breaks off {exc}"
             )
+        except bounded.Unreadable as exc:
+            yield records.reject(pos, None, exc.reason, f"memories.json after memory {pos}: {exc.detail}")
         except _BROKEN as exc:
             yield records.reject(
                 pos,
@@ -155,22 +163,30 @@ def _names(items: Any) -> dict[str, str]:
     }
 
 
-def lines_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
-    """The memories of ``memories.jsonl.gz``: gzip JSON Lines, decompressed as a stream."""
+def lines_rows(opener: EntryOpener, *, start: int = 0) -> Iterator[Row]:
+    """The memories of ``memories.jsonl.gz``: gzip JSON Lines, decompressed as a bounded stream."""
     pos = start
-    with opener() as raw, gzip.open(raw, "rb") as lines:
+    number = 0
+    with opener() as raw, bounded.gunzip(raw, "memories.jsonl.gz (gzip)") as stream:
         try:
-            for line in lines:
-                if not line.strip():
+            for line in bounded.lines(stream):
+                number = line.number + 1
+                if line.oversized:
+                    yield records.reject(
+                        pos,
+                        line.data.decode("utf-8", "replace") + "…",
+                        RejectReason.PAYLOAD_TOO_LARGE,
+                        f"memories.jsonl.gz line {number} is {line.size:,} bytes; one record may hold "
+                        f"{bounded.MAX_LINE_BYTES:,}; line skipped",
+                    )
+                elif line.data.strip():
+                    yield _line_row(pos, line.data.removeprefix(records.BOM) if pos == start else line.data)
+                else:
                     continue
-                yield _line_row(pos, line.removeprefix(records.BOM) if pos == start else line)
                 pos += 1
-        except _BROKEN as exc:
+        except bounded.Unreadable as exc:
             yield records.reject(
-                pos,
-                None,
-                RejectReason.MALFORMED_DOCUMENT,
-                f"memories.jsonl.gz breaks off at line {pos}: {exc}",
+                pos, None, exc.reason, f"memories.jsonl.gz after line {number}: {exc.detail}; rest not read"
             )
 
 

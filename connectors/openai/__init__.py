@@ -6,6 +6,9 @@ Formats, told apart by content (never by file name):
   ``conversations-NNN.json`` in it (in name order), and ``user.json`` for the account id. An
   entry it would read that is unsafe (``..`` or absolute name, zip bomb, encryption) becomes one
   ``unsafe_archive_entry`` reject and the rest is still read; the other entries are not opened.
+  An entry that turns out broken while read (bad CRC: its data does not match the size the
+  archive declares; corrupt data or header) or inflates past the bounds of ``kit.bounded`` ends
+  with one reject naming it (``malformed_document``, ``unsafe_archive_entry``).
 - ``conversations.json`` or one shard on its own: a JSON array of conversations,
   ``{"conversations": [...]}``, or a single conversation object, streamed one conversation at a
   time. A ``user.json`` beside it gives the account id; ``user.json`` itself is a dump of nothing.
@@ -49,7 +52,7 @@ from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
-from connectors.kit import archive, records
+from connectors.kit import archive, bounded, records
 from connectors.kit.records import Rejected, Row
 from connectors.openai import chatgpt
 from connectors.schema import RejectReason
@@ -209,20 +212,35 @@ def _zip_rows(fs: AbstractFileSystem, path: str, counter: count[int]) -> Iterato
         if account is not None and account.problem:
             yield _unsafe(next(counter), account)
         elif account is not None:
-            with archive.open_entry(zipped, account) as f:
-                user_id = _user_id(f.read(_USER_JSON_MAX))
-        for entry in shards:
+            try:
+                with archive.open_entry(zipped, account) as f:
+                    user_id = _user_id(f.read(_USER_JSON_MAX))
+            except bounded.Unreadable as exc:
+                yield _unreadable(next(counter), account, exc)
+        for i, entry in enumerate(shards):
             if entry.problem:
                 yield _unsafe(next(counter), entry)
                 continue
             opener = functools.partial(archive.open_entry, zipped, entry)
-            yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
+            try:
+                yield from _document_rows(opener, entry.name, user_id, counter, uri=None)
+            except bounded.Unreadable as exc:  # the records before it were read
+                if zipped.meter.exhausted:  # the whole archive's budget: no other entry is read
+                    rest = len(shards) - i - 1
+                    exc.detail += f"; the {rest:,} entries after it are not read either"
+                yield _unreadable(next(counter), entry, exc)
+                if zipped.meter.exhausted:
+                    return
 
 
 def _unsafe(pos: int, entry: archive.Entry) -> Row:
     return records.reject(
         pos, entry.name, RejectReason.UNSAFE_ARCHIVE_ENTRY, f"{entry.problem}; entry not read"
     )
+
+
+def _unreadable(pos: int, entry: archive.Entry, exc: bounded.Unreadable) -> Row:
+    return records.reject(pos, entry.name, exc.reason, f"{exc.detail}; the rest of the entry is not read")
 
 
 def _sibling_user(fs: AbstractFileSystem, path: str) -> str | None:
