@@ -20,6 +20,9 @@ MAX_CONTENT_BYTES = 100 * 1024
 #: A record nesting deeper than this is rejected with ``too_deep``: no real dump comes near it,
 #: and Python's own JSON and recursion limits sit not far above.
 MAX_DEPTH = 64
+#: A record (a JSON Lines line, an array item, a conversation) longer than this many bytes is
+#: rejected with ``payload_too_large`` before it is parsed: no reader holds more of one record.
+MAX_RECORD_BYTES = 32 << 20
 
 _TS = pl.Datetime("us", "UTC")
 
@@ -106,6 +109,10 @@ class RejectReason(StrEnum):
     #: read and deliberately not imported; the record is kept in the reject.
     NOT_MEMORY = "not_memory"
     DUPLICATE = "duplicate"
+    #: The document ends mid-way (a cut file): the bytes from the record it ends in are unread.
+    TRUNCATED_DOCUMENT = "truncated_document"
+    #: Data follows the end of the JSON document (two documents back to back): it is unread.
+    TRAILING_DATA = "trailing_data"
 
 
 #: Reasons that mean "skipped on purpose", not "could not be used".

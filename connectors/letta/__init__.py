@@ -191,11 +191,10 @@ def _is_passage(value: Any) -> bool:
 def _array_items(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     with fs.open(path, "rb") as f:
         try:
-            yield from records.json_items(f, "item")
+            for pos, item in records.json_items(f, "item"):
+                yield pos, _BadLine(None, item) if isinstance(item, Rejected) else item
         except records.Malformed as exc:
-            problem = Rejected(
-                RejectReason.MALFORMED_DOCUMENT, f"the passages array breaks off or turns invalid: {exc}"
-            )
+            problem = exc.rejected(f"the passages array breaks off or turns invalid: {exc}")
             yield exc.pos, _BadLine(None, problem)
 
 

@@ -112,12 +112,13 @@ def snapshot_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
         try:
             for i, item in records.json_items(f, "item" if is_array else "memories.item"):
                 pos = start + i
-                yield _memory_row(pos, item, context)
+                if isinstance(item, Rejected):
+                    yield records.rejected(pos, None, item)
+                else:
+                    yield _memory_row(pos, item, context)
                 pos += 1
         except records.Malformed as exc:
-            yield records.reject(
-                start + exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"memories.json breaks off {exc}"
-            )
+            yield records.broken(start + exc.pos, exc, f"memories.json breaks off {exc}")
         except _BROKEN as exc:
             yield records.reject(
                 pos,
