@@ -277,6 +277,7 @@ class Splitter:
     def _walk(self, level: int) -> Iterator[Item]:
         """The value at the current position, at ``level`` of the prefix path."""
         if level == len(self.path):
+            self._peek()
             start = self.offset
             wanted = self.pos >= self.start
             data, reason, detail = self._value(keep=wanted)

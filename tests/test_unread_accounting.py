@@ -1,0 +1,47 @@
+"""Bytes a reader could not read are visible (issue 10, §2): the import manifest, the catalog's
+``imports`` view, the ``accounting_balances`` check and the ``memport run`` exit code say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.orchestration.assets import _check_results
+from pipelines.store.catalog import _imports_frame
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
+from tests.conftest import put
+
+
+def _records(n: int) -> bytes:
+    items = [
+        json.dumps({"id": f"m{i}", "memory": f"text {i}", "user_id": "u", "created_at": "2025-01-01T00:00:00Z"})
+        for i in range(n)
+    ]
+    return ("[" + ",\n".join(items) + "]").encode()
+
+
+def test_a_cut_dump_is_unread_in_manifest_catalog_and_check(tmp_path: Path) -> None:
+    landing = Location.from_url(str(tmp_path / "landing"))
+    store = EpisodeStore.from_url(str(tmp_path / "store"))
+    data = _records(30)
+    start = data.index(b'{"id": "m20"')
+    put(landing, "mem0/cut.json", data[: start + 11])
+    put(landing, "mem0/ok.json", _records(5))
+    result = ingest_dump(store, landing, "mem0", "cut.json", tenant_id="acme")
+    ok = ingest_dump(store, landing, "mem0", "ok.json", tenant_id="acme")
+    assert result.counts == {"read": 21, "accepted": 20, "rejected": 1, "duplicate": 0, "unread_bytes": 11}
+    [span] = result.manifest["unread"]
+    assert (span["offset"], span["size"], span["reason"]) == (start, 11, "truncated_document")
+    frame = _imports_frame([(True, result.manifest), (True, ok.manifest)]).sort("dump")
+    assert frame.select("dump", "unread_bytes", "unread_offset").rows() == [
+        ("cut.json", 11, start),
+        ("ok.json", 0, None),
+    ]
+    assert "truncated_document at byte" in frame["unread_reason"][0]
+    key = dg.AssetKey("x")
+    assert not _check_results(result, key)[0].passed
+    assert _check_results(ok, key)[0].passed
