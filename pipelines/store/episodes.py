@@ -273,8 +273,9 @@ class EpisodeStore:
                 "accepted": accepted,
                 "rejected": rejected,
                 "duplicate": duplicates,
-                # Bytes of the dump not read into records: the account balances only at 0.
-                "unread_bytes": sum(u.size for u in unread),
+                # Bytes of the dump not read into records (only when there are some): an
+                # account balances only when the whole dump was read.
+                **({"unread_bytes": sum(u.size for u in unread)} if unread else {}),
             },
             "unread": [dataclasses.asdict(u) for u in unread],
             "rejects_by_reason": dict(sorted(reasons.items())),
