@@ -354,6 +354,12 @@ def broken(pos: int, exc: Malformed, detail: str) -> Row:
     return rejected(pos, None, exc.rejected(detail))
 
 
+#: How deep an item of a streamed document may nest before it is refused unparsed: room for
+#: records wrapped in a few levels (a ChatGPT conversation's nodes, whose own depth
+#: :func:`check_depth` then judges one by one), and still far below what parsing can afford.
+ITEM_DEPTH = 2 * MAX_DEPTH
+
+
 def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[tuple[int, Any]]:
     """Stream ``(position, item)`` for the items under the ijson ``prefix`` (e.g. ``item``).
 
@@ -364,7 +370,7 @@ def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[
     float (never Decimal).
     """
     del skip_bom  # the splitter skips a BOM itself
-    splitter = Splitter(f, prefix)
+    splitter = Splitter(f, prefix, max_depth=ITEM_DEPTH)
     for item in splitter:
         yield item.pos, _item_value(item)
     if splitter.stopped_at is not None:
@@ -434,6 +440,10 @@ def _parse(textual: str) -> Any:
         doc = json.loads(textual)
     except RecursionError:
         raise Rejected(RejectReason.TOO_DEEP, f"document nests deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(textual.rstrip()):  # the text ends where more was due: a cut file
+            raise Rejected(RejectReason.TRUNCATED_DOCUMENT, f"document ends mid-way: {exc}") from None
+        raise Rejected(RejectReason.MALFORMED_DOCUMENT, f"document is not valid JSON: {exc}") from None
     except ValueError as exc:
         raise Rejected(RejectReason.MALFORMED_DOCUMENT, f"document is not valid JSON: {exc}") from None
     check_depth(doc, "document")

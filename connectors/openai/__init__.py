@@ -89,6 +89,9 @@ def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
 
 
 _HEAD_BYTES = 1 << 12
+_KINDS = {b'"': "string", b"t": "boolean", b"f": "boolean", b"n": "null"} | dict.fromkeys(
+    (bytes([c]) for c in b"-0123456789"), "number"
+)
 
 
 def _layout(opener: Opener, uri: str) -> tuple[str, str]:
@@ -103,7 +106,7 @@ def _layout(opener: Opener, uri: str) -> tuple[str, str]:
         if head[:1] == b"[":
             return "items", "item"
         if head[:1] != b"{":
-            raise DumpFormatError(uri, EXPECTED, f"a JSON document starting with {head[:1]!r}")
+            raise DumpFormatError(uri, EXPECTED, f"a JSON {_KINDS.get(head[:1], 'document')}")
     with opener() as f:  # walked without building values: a document nested deep costs nothing
         for key, value in jsonscan.members(f):
             keys.append(key)

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         ).pl()
         unread = con.execute(
             "SELECT source_system, dump, unread_bytes, unread_reason FROM imports "
-            "WHERE live AND unread_bytes > 0 ORDER BY 1, 2"
+            "WHERE live AND unread_reason IS NOT NULL ORDER BY 1, 2"
         ).fetchall()
         exports = con.sql(
             "SELECT name, status, format || coalesce('/' || profile, '') AS format, rows, files, bytes "

@@ -56,7 +56,7 @@ def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheck
             check_name="accounting_balances",
             # Balanced means the whole dump was read: bytes not read into records fail it.
             passed=counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicate"]
-            and not counts.get("unread_bytes"),
+            and not result.manifest.get("unread"),
             metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()}
             | {"unread": dg.MetadataValue.json(result.manifest.get("unread", []))},
         ),
