@@ -18,7 +18,7 @@ from tests.conftest import put
 
 def _records(n: int) -> bytes:
     items = [
-        json.dumps({"id": f"m{i}", "memory": f"text {i}", "user_id": "u", "created_at": "2025-01-01T00:00:00Z"})
+        json.dumps({"id": f"m{i}", "memory": f"text {i}", "user_id": "u", "created_at": "2025-01-01T00:00Z"})
         for i in range(n)
     ]
     return ("[" + ",\n".join(items) + "]").encode()

@@ -42,6 +42,13 @@ _SCALAR = re.compile(rb"[^,\]}\s\[{\"]*+")
 _NON_WS = re.compile(rb"[^ \t\r\n]")
 
 
+def _end(pattern: re.Pattern[bytes], data: bytes, i: int) -> int:
+    """Where ``pattern`` (which matches the empty string too, so always matches) ends from ``i``."""
+    found = pattern.match(data, i)
+    assert found is not None
+    return found.end()
+
+
 @dataclass(frozen=True)
 class Item:
     """One item: its position among the items, byte offset, text (None when a problem kept it
@@ -171,8 +178,7 @@ class Splitter:
             self.i += 1
         else:  # a scalar: runs to the next delimiter
             while True:
-                m = _SCALAR.match(self.buf, self.i)
-                self.i = m.end()
+                self.i = _end(_SCALAR, self.buf, self.i)
                 if self.i < len(self.buf):
                     break
                 spill(self.i)
@@ -184,8 +190,7 @@ class Splitter:
             return self._done(kept, size, deepest, start)
         while True:
             if in_string:
-                m = _STRING_TAIL.match(self.buf, self.i)
-                j = m.end()
+                j = _end(_STRING_TAIL, self.buf, self.i)
                 if j < len(self.buf) and self.buf[j] == ord('"'):
                     in_string = False
                     self.i = j + 1
@@ -194,8 +199,7 @@ class Splitter:
                     continue
                 self.i = j  # the end of the buffer, or a backslash whose escaped byte is not read yet
             else:
-                m = _RUN.match(self.buf, self.i)
-                j = m.end()
+                j = _end(_RUN, self.buf, self.i)
                 if j < len(self.buf):
                     c = self.buf[j]
                     self.i = j + 1
@@ -227,13 +231,11 @@ class Splitter:
         self, kept: bytearray | None, size: int, deepest: int, start: int
     ) -> tuple[bytes | None, RejectReason | None, str | None]:
         if size > self.max_bytes:
-            return None, RejectReason.PAYLOAD_TOO_LARGE, (
-                f"the record at byte {start:,} is {size:,} bytes; the limit is {self.max_bytes:,}"
-            )
+            detail = f"the record at byte {start:,} is {size:,} bytes; the limit is {self.max_bytes:,}"
+            return None, RejectReason.PAYLOAD_TOO_LARGE, detail
         if deepest > self.max_depth:
-            return None, RejectReason.TOO_DEEP, (
-                f"the record at byte {start:,} nests {deepest:,} levels deep; the limit is {self.max_depth}"
-            )
+            detail = f"the record at byte {start:,} nests {deepest:,} levels; the limit is {self.max_depth}"
+            return None, RejectReason.TOO_DEEP, detail
         return (bytes(kept) if kept is not None else None), None, None
 
     def _key(self) -> bytes:
@@ -367,7 +369,7 @@ def depth_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
     i = 0
     n = len(data)
     while i < n:
-        i = _RUN.match(data, i).end()
+        i = _end(_RUN, data, i)
         if i >= n:
             return False
         c = data[i]

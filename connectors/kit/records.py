@@ -343,7 +343,6 @@ class Malformed(Exception):
         self.reason = reason
         self.unread = unread
 
-
     def rejected(self, detail: str) -> Rejected:
         """This break as a :class:`Rejected` (with the bytes not read) under ``detail``."""
         return Rejected(self.reason, detail, unread=self.unread)

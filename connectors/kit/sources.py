@@ -468,7 +468,7 @@ def iter_json_lines(fs: AbstractFileSystem, path: str, *, batch_rows: int) -> It
     is ``too_deep``; JSON validity is checked by the connector's SQL.
     """
     rows: list[_Line] = []
-    for line in _bounded_lines(fs, path):
+    for line in bounded_lines(fs, path):
         rows.append(line)
         if len(rows) >= batch_rows:
             yield _lines_frame(rows)
@@ -480,7 +480,7 @@ def iter_json_lines(fs: AbstractFileSystem, path: str, *, batch_rows: int) -> It
 _Line = tuple[int, bytes | None, str | None, str | None]
 
 
-def _bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
+def bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
     """``(line number, text, reason, detail)`` of every non-blank line, none held past the bound."""
     line_no = 0
     carry = b""

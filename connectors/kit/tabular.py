@@ -130,8 +130,10 @@ def _json(
     with fs.open(path, "rb") as f:
         try:
             for pos, value in json_items(f, prefix):
-                yield rejected(pos, None, value) if isinstance(value, Rejected) else _json_item(
-                    pos, value, None, f"item {pos}"
+                yield (
+                    rejected(pos, None, value)
+                    if isinstance(value, Rejected)
+                    else _json_item(pos, value, None, f"item {pos}")
                 )
         except Malformed as exc:
             yield broken(exc.pos, exc, f"document breaks off or turns invalid {exc}")
