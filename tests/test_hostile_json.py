@@ -9,6 +9,7 @@ Each test also lands a good dump beside the hostile one and checks it is ingeste
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,16 @@ def _deep_mem0_lines() -> bytes:
     return b"\n".join(items) + b"\n"
 
 
+def _deep_mem0_snapshot() -> bytes:
+    """An OpenMemory ``memories.json`` with one memory and the ``export_meta`` nested deep."""
+    with zipfile.ZipFile(FIXTURES / "mem0/openmemory_backup.zip") as z:
+        snapshot = json.loads(z.read("memories.json"))
+    memories = [json.dumps(m).encode() for m in snapshot.pop("memories")]
+    memories[1] = _with_field(memories[1], "extra", _deep(DEEP))
+    head = json.dumps(snapshot).encode()[:-1]
+    return head + b', "memories": ' + _array(memories) + b', "more": ' + _deep(DEEP) + b"}"
+
+
 def _deep_memsolus() -> bytes:
     records = json.loads((FIXTURES / "memsolus/export.json").read_bytes())
     items = [json.dumps(r).encode() for r in records]
@@ -114,6 +125,7 @@ def _deep_chatgpt() -> bytes:
     [
         ("mem0/deep_results.json", _deep_mem0_results, 4),
         ("mem0/deep_lines.jsonl", _deep_mem0_lines, 4),
+        ("mem0/memories.json", _deep_mem0_snapshot, None),
         ("memsolus/deep.json", _deep_memsolus, None),
         ("openai/deep_conversations.json", _deep_chatgpt, None),
     ],

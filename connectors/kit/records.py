@@ -382,6 +382,15 @@ def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[
         )
 
 
+def first_value(f: IO[bytes], prefix: str) -> Any:
+    """The first value under ``prefix`` (e.g. ``user``), reading no further than it; None when
+    it is absent, or refused (too large, too deep, not JSON), or the document breaks before it."""
+    for item in Splitter(f, prefix, max_depth=ITEM_DEPTH):
+        value = _item_value(item)
+        return None if isinstance(value, Rejected) else value
+    return None
+
+
 def _item_value(item: Item) -> Any:
     if item.data is None or item.reason is not None:
         return Rejected(item.reason or RejectReason.MALFORMED_DOCUMENT, item.detail or "unreadable item")

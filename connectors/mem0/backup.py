@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.errors import DumpFormatError
@@ -132,8 +131,8 @@ def _first(opener: Opener, prefix: str) -> Any:
     """The first value under ``prefix``, reading no further than it (None if absent or broken)."""
     with opener() as f:
         try:
-            return next(ijson.items(f, prefix, use_float=True), None)
-        except (ijson.JSONError, UnicodeDecodeError, ValueError, *_BROKEN):
+            return records.first_value(f, prefix)
+        except _BROKEN:
             return None
 
 
