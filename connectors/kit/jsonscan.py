@@ -120,6 +120,12 @@ class Splitter:
         self.i = 0
         return True
 
+    def _skip_bom(self) -> None:
+        while len(self.buf) < len(BOM) and self._fill():
+            pass
+        if self.buf.startswith(BOM):
+            self.i = len(BOM)
+
     def _peek(self) -> int | None:
         """The next non-blank byte (not consumed), or None at the end of the file."""
         while True:
@@ -248,9 +254,7 @@ class Splitter:
 
     def __iter__(self) -> Iterator[Item]:
         if self.skip_bom:
-            self._fill()
-            if self.buf.startswith(BOM):
-                self.i = len(BOM)
+            self._skip_bom()
         try:
             yield from self._walk(0)
             trailing = self._peek()
@@ -327,9 +331,7 @@ def members(f: IO[bytes]) -> Iterator[tuple[str, Any]]:
     container (walked over, bounded). Stops quietly where the document breaks or is not an object."""
     walker = Splitter(f, "")
     try:
-        walker._fill()
-        if walker.buf.startswith(BOM):
-            walker.i = len(BOM)
+        walker._skip_bom()
         if walker._peek() != ord("{"):
             return
         walker.i += 1
