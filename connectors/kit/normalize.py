@@ -127,8 +127,9 @@ def _array(
 ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
     """A JSON array: the fastest reader that can read it, each resuming where the last stopped.
 
-    Typed DuckDB scan → DuckDB record split + per-record parse → ijson (which also says where a
-    broken document breaks).
+    Typed DuckDB scan → DuckDB record split + per-record parse → ``jsonscan`` splitter (which
+    rejects one record at a time and says where a broken document breaks; the bytes it could not
+    read go to ``unread``).
     """
     consumed = 0
     if not head.bom:

@@ -8,9 +8,11 @@ columns, and Polars takes over from there (see ``normalize``).
 
 A dump that is one JSON array is read in tiers, each resuming where the one before stopped:
 two DuckDB scans straight from the file, one per core (typed fields; record text and unknown-key
-flag), zipped by position; then DuckDB splitting records that the projection parses one by one;
-then ``ijson`` (C backend), which also says where a broken document breaks. Envelope objects go
-through ``ijson``, JSON Lines through a line splitter, in chunks of ``batch_rows``.
+flag), zipped by position; then DuckDB splitting records that the projection parses one by one
+(both bounded per record by ``maximum_object_size``); then ``jsonscan.Splitter``, which cuts each
+record out before it is parsed, so a record too large, too deep or not UTF-8 is one reject, and
+says where a broken document breaks and how many bytes were not read. Envelope objects go through
+the splitter too, JSON Lines through a bounded line splitter, in chunks of ``batch_rows``.
 """
 
 from __future__ import annotations
