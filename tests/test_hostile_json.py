@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from connectors.schema import MAX_RECORD_BYTES
 from tests.hostile import GIB, Outcome, ingest_bounded
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -206,6 +207,31 @@ def test_huge_record_300mb_is_one_reject(
     out = _run({name: make(300 * MB)}, tmp_path, timeout=300.0)
     _check_huge(out, name, accepted)
     assert out.dumps[name]["seconds"] < 60
+
+
+def _large_records(lines: bool) -> Callable[[Path], None]:
+    """Twelve records just under the record bound, then good records."""
+
+    def write(path: Path) -> None:
+        big = json.dumps(mem0_record(0, memory="y" * (MAX_RECORD_BYTES - 100_000))).encode()
+        items = [big.replace(b"m-00000", f"big-{i}".encode()) for i in range(12)] + _records(5)
+        with path.open("wb") as f:
+            f.write(b"" if lines else b"[")
+            for i, item in enumerate(items):
+                f.write((b"\n" if lines else b",\n") if i else b"")
+                f.write(item)
+            f.write(b"\n" if lines else b"]")
+
+    return write
+
+
+@pytest.mark.parametrize("lines", [True, False], ids=["lines", "array"])
+def test_records_near_the_bound_are_read_in_bounded_chunks(lines: bool, tmp_path: Path) -> None:
+    """Rows alone do not bound what DuckDB holds: records near the bound are not one chunk."""
+    name = "mem0/large.jsonl" if lines else "mem0/large.json"
+    out = _run({name: _large_records(lines)}, tmp_path)
+    assert out.counts(name) == {"read": 17, "accepted": 5, "rejected": 12, "duplicate": 0}
+    assert out.dumps[name]["reasons"] == {"payload_too_large": 12}  # content over 100 KB
 
 
 # --- §2 no silent loss -------------------------------------------------------------------------

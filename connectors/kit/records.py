@@ -34,7 +34,7 @@ from connectors.base import Batch, ReadOptions, Unread, scope_placeholders
 from connectors.errors import DumpFormatError
 from connectors.kit import normalize
 from connectors.kit.jsonscan import Item, Splitter
-from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, RejectReason
+from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, MAX_RECORD_BYTES, RejectReason
 
 BOM = b"\xef\xbb\xbf"
 
@@ -357,6 +357,9 @@ def broken(pos: int, exc: Malformed, detail: str) -> Row:
 #: records wrapped in a few levels (a ChatGPT conversation's nodes, whose own depth
 #: :func:`check_depth` then judges one by one), and still far below what parsing can afford.
 ITEM_DEPTH = 2 * MAX_DEPTH
+#: The same for size: an item may wrap many records (a ChatGPT conversation holds its messages),
+#: and is parsed in Python, not by DuckDB.
+ITEM_BYTES = 8 * MAX_RECORD_BYTES
 
 
 def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[tuple[int, Any]]:
@@ -369,7 +372,7 @@ def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[
     float (never Decimal).
     """
     del skip_bom  # the splitter skips a BOM itself
-    splitter = Splitter(f, prefix, max_depth=ITEM_DEPTH)
+    splitter = Splitter(f, prefix, max_depth=ITEM_DEPTH, max_bytes=ITEM_BYTES)
     for item in splitter:
         yield item.pos, _item_value(item)
     if splitter.stopped_at is not None:
@@ -385,7 +388,7 @@ def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[
 def first_value(f: IO[bytes], prefix: str) -> Any:
     """The first value under ``prefix`` (e.g. ``user``), reading no further than it; None when
     it is absent, or refused (too large, too deep, not JSON), or the document breaks before it."""
-    for item in Splitter(f, prefix, max_depth=ITEM_DEPTH):
+    for item in Splitter(f, prefix, max_depth=ITEM_DEPTH, max_bytes=ITEM_BYTES):
         value = _item_value(item)
         return None if isinstance(value, Rejected) else value
     return None

@@ -44,12 +44,18 @@ BOM = b"\xef\xbb\xbf"
 _PEEK_BYTES = 1 << 16
 _BLOCK_BYTES = 8 << 20
 _SPLIT_ROWS = 16_384
+#: Rows per batch DuckDB hands back from a projection (one DuckDB vector).
+_RESULT_ROWS = 2048
 #: DuckDB's working-memory cap per read; it streams, so this bounds the parser, not the dump.
 DUCKDB_MEMORY_LIMIT = "256MB"
 
 #: DuckDB's bound on one record of a JSON array: past it the scan fails and the splitter, which
 #: rejects the record alone, reads on from there.
 _MAX_OBJECT = f"maximum_object_size={MAX_RECORD_BYTES}"
+
+#: A chunk of records handed to DuckDB is cut at this many bytes of record text as well as at
+#: ``batch_rows``: rows alone do not bound it when records are large.
+CHUNK_BYTES = 4 << 20
 
 Shape = Literal["array", "object", "lines", "empty"]
 
@@ -193,7 +199,7 @@ class SqlRunner:
                 for table in itertools.chain([first], inputs):
                     table = table if table.schema == schema else table.cast(schema)
                     window.append(table)
-                    yield from table.to_batches(_SPLIT_ROWS)
+                    yield from table.to_batches(_split_rows(table))
             except BaseException as exc:  # DuckDB would only see "error in Python stream"
                 failure.append(exc)
                 raise
@@ -201,11 +207,11 @@ class SqlRunner:
         self.con.register("stream", pa.RecordBatchReader.from_batches(schema, batches()))
         results: pa.RecordBatchReader | None = None
         try:
-            results = self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_reader(self.batch_rows)
-            for batch in results:
-                staged = pa.Table.from_batches([batch])
-                if staged.num_rows == 0:
-                    continue
+            # DuckDB fetches small batches (it holds a whole result batch while filling it, so a
+            # batch of large records would outgrow its memory); they are joined here up to
+            # ``batch_rows`` or ``CHUNK_BYTES``, so a result costs what its rows hold.
+            results = self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_reader(_RESULT_ROWS)
+            for staged in _joined(results, self.batch_rows):
                 if undecided_fails and pc.any(pc.equal(staged["reason"], UNDECIDED)).as_py():
                     raise ScanError("a record needs its source text to be judged")
                 yield staged, _rows_between(window, pc.min_max(staged["pos"]))
@@ -265,6 +271,31 @@ class SqlRunner:
         )
         with _scan(fs, sql, self.scan_rows) as batches:
             yield from self.over_chunks(_numbered(batches, start))
+
+
+def _split_rows(table: pa.Table) -> int:
+    """Rows per batch DuckDB is handed: ``_SPLIT_ROWS``, fewer when its records are large (DuckDB
+    works on a batch at once, and holds several copies of its text)."""
+    if table.num_rows == 0 or table.nbytes <= CHUNK_BYTES:
+        return _SPLIT_ROWS
+    return max(1, min(_SPLIT_ROWS, table.num_rows * CHUNK_BYTES // table.nbytes))
+
+
+def _joined(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of consecutive batches, cut at ``rows`` rows or ``CHUNK_BYTES`` bytes."""
+    pending: list[pa.RecordBatch] = []
+    count = size = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        size += batch.nbytes
+        if count >= rows or size >= CHUNK_BYTES:
+            yield pa.Table.from_batches(pending)
+            pending, count, size = [], 0, 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def _numbered(batches: Iterator[pa.Table], start: int) -> Iterator[pa.Table]:
@@ -437,11 +468,13 @@ def iter_json_items(
     rows: list[tuple[int, str | None, str | None, str | None]] = []
     with fs.open(path, "rb") as f:
         splitter = Splitter(f, prefix, start=start)
+        size = 0
         for item in splitter:
             rows.append(_item_row(item))
-            if len(rows) >= batch_rows:
+            size += len(item.data or b"")
+            if len(rows) >= batch_rows or size >= CHUNK_BYTES:
                 yield _raw_frame(rows)
-                rows = []
+                rows, size = [], 0
     if splitter.stopped_at is not None:
         rows.append(_item_row(splitter.stopped_at))
     if splitter.unread is not None and unread is not None:
@@ -470,11 +503,19 @@ def iter_json_lines(fs: AbstractFileSystem, path: str, *, batch_rows: int) -> It
     is ``too_deep``; JSON validity is checked by the connector's SQL.
     """
     rows: list[_Line] = []
-    for line in bounded_lines(fs, path):
-        rows.append(line)
-        if len(rows) >= batch_rows:
+    size = 0
+    for lines, nbytes in _line_blocks(fs, path):
+        size += nbytes
+        while lines:
+            take = batch_rows - len(rows)
+            rows += lines[:take]
+            lines = lines[take:]
+            if len(rows) >= batch_rows:
+                yield _lines_frame(rows)
+                rows, size = [], 0
+        if size >= CHUNK_BYTES:  # a frame holds at most one block's lines (8 MB) and then some
             yield _lines_frame(rows)
-            rows = []
+            rows, size = [], 0
     if rows:
         yield _lines_frame(rows)
 
@@ -483,7 +524,14 @@ _Line = tuple[int, bytes | None, str | None, str | None]
 
 
 def bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
-    """``(line number, text, reason, detail)`` of every non-blank line, none held past the bound."""
+    """``(line number, text, reason, detail)`` of every non-blank line, none held past the bound:
+    a longer line is skipped to its end (``payload_too_large``), a deeper one is ``too_deep``."""
+    for lines, _ in _line_blocks(fs, path):
+        yield from lines
+
+
+def _line_blocks(fs: AbstractFileSystem, path: str) -> Iterator[tuple[list[_Line], int]]:
+    """The lines of each block read (see :func:`bounded_lines`), and the block's size."""
     line_no = 0
     carry = b""
     skipping = -1  # the length so far of an oversized line being skipped, else -1
@@ -498,12 +546,13 @@ def bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
             first = False
             if not block:
                 break
+            out: list[_Line] = []
             if skipping >= 0:
                 end = block.find(b"\n")
                 if end < 0:
                     skipping += len(block)
                     continue
-                yield _too_long(line_no, offset, skipping + end)
+                out.append(_too_long(line_no, offset, skipping + end))
                 line_no += 1
                 offset += skipping + end + 1
                 skipping = -1
@@ -511,15 +560,21 @@ def bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
             parts = (carry + block).split(b"\n")
             carry = parts.pop()
             for line in parts:
-                yield from _checked_line(line_no, offset, line)
+                # The common case in two C calls: short enough, too few brackets to nest too deep.
+                if len(line) <= MAX_RECORD_BYTES and line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+                    if line.strip():
+                        out.append((line_no, line.rstrip(b"\r"), None, None))
+                else:
+                    out.extend(_checked_line(line_no, offset, line))
                 line_no += 1
                 offset += len(line) + 1
             if len(carry) > MAX_RECORD_BYTES:
                 skipping, carry = len(carry), b""
+            yield out, len(block)
         if skipping >= 0:
-            yield _too_long(line_no, offset, skipping)
+            yield [_too_long(line_no, offset, skipping)], 0
         else:
-            yield from _checked_line(line_no, offset, carry)
+            yield list(_checked_line(line_no, offset, carry)), len(carry)
 
 
 def _checked_line(line_no: int, offset: int, line: bytes) -> Iterator[_Line]:
@@ -540,12 +595,15 @@ def _too_long(line_no: int, offset: int, size: int) -> _Line:
 
 
 def _lines_frame(rows: list[_Line]) -> pl.DataFrame:
-    positions: list[int] = []
-    texts: list[str | None] = []
-    reasons: list[str | None] = []
-    details: list[str | None] = []
-    for pos, line, reason, detail in rows:
-        positions.append(pos)
+    positions = [row[0] for row in rows]
+    try:  # the common case: every line kept, and valid UTF-8
+        texts: list[str | None] = [row[1].decode("utf-8") for row in rows]  # type: ignore[union-attr]
+        frame = pl.DataFrame({"pos": positions, "raw": texts}, schema={"pos": pl.Int64, "raw": pl.String})
+        return frame.with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String))
+    except (AttributeError, UnicodeDecodeError):
+        pass
+    texts, reasons, details = [], [], []
+    for _, line, reason, detail in rows:
         if line is None:
             texts.append(None)
         else:
