@@ -1,6 +1,6 @@
 """Split a JSON document into its records' bytes, bounded by construction, before anything parses them.
 
-:func:`split_items` walks a document byte by byte (with regular expressions doing the runs between
+:class:`Splitter` walks a document byte by byte (with regular expressions doing the runs between
 brackets, so Python sees only brackets and structural characters) and yields, for every item
 under an ijson-style prefix (``item``, ``results.item``, ``""`` for the whole document), the
 item's byte offset and text, or a problem:
@@ -31,7 +31,6 @@ BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 20
 #: Object keys on the way to the items are short; a longer one is not a dump's envelope.
 _MAX_KEY_BYTES = 1 << 16
-_WS = b" \t\r\n"
 #: A run without brackets: anything but quotes and brackets, and whole strings (possessive, so
 #: an unterminated string at the end of the buffer costs no backtracking).
 _RUN = re.compile(rb'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+', re.S)
