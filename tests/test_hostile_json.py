@@ -2,7 +2,8 @@
 child process under a memory watchdog (``tests.hostile.ingest_bounded``).
 
 Every file is generated on the fly in ``tmp_path``. The default suite uses 64 MB records (twice
-the record bound, ``MAX_RECORD_BYTES``); the 300 MB variants of the issue are marked ``slow``.
+the largest bound: 32 MB for an item parsed in Python, 4 MB, ``MAX_RECORD_BYTES``, for a record
+DuckDB parses); the 300 MB variants of the issue are marked ``slow``.
 Each test also lands a good dump beside the hostile one and checks it is ingested in full.
 """
 
