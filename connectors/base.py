@@ -33,12 +33,26 @@ class ReadOptions:
 
 
 @dataclass(frozen=True)
+class Unread:
+    """Bytes of a dump that were not read into records: ``size`` bytes from byte ``offset``,
+    why (a reject reason code, e.g. ``truncated_document``) and a detail a person can act on."""
+
+    offset: int
+    size: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Batch:
     """A bounded slice of one dump: canonical episodes, rejects, and how many records it read."""
 
     episodes: pl.DataFrame
     rejects: pl.DataFrame
     read: int
+    #: Spans of the dump that could not be read into records: the import reports them, and its
+    #: account does not balance.
+    unread: tuple[Unread, ...] = ()
 
 
 ReadFn = Callable[[AbstractFileSystem, str, ReadOptions], Iterator[Batch]]

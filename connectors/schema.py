@@ -20,6 +20,11 @@ MAX_CONTENT_BYTES = 100 * 1024
 #: A record nesting deeper than this is rejected with ``too_deep``: no real dump comes near it,
 #: and Python's own JSON and recursion limits sit not far above.
 MAX_DEPTH = 64
+#: A record (a JSON Lines line, an array item) longer than this many bytes is rejected with
+#: ``payload_too_large`` before it is parsed: no reader holds more of one record. 40 times the
+#: content limit; measured: DuckDB's JSON projection of several 5 MB records outgrows its 256 MB
+#: working memory, of any number of 4 MB records does not.
+MAX_RECORD_BYTES = 4 << 20
 
 _TS = pl.Datetime("us", "UTC")
 
@@ -106,6 +111,10 @@ class RejectReason(StrEnum):
     #: read and deliberately not imported; the record is kept in the reject.
     NOT_MEMORY = "not_memory"
     DUPLICATE = "duplicate"
+    #: The document ends mid-way (a cut file): the bytes from the record it ends in are unread.
+    TRUNCATED_DOCUMENT = "truncated_document"
+    #: Data follows the end of the JSON document (two documents back to back): it is unread.
+    TRAILING_DATA = "trailing_data"
 
 
 #: Reasons that mean "skipped on purpose", not "could not be used".

@@ -88,10 +88,11 @@ def test_byte_order_mark_and_invalid_utf8(tmp_path: Path) -> None:
 
     broken = tmp_path / "broken.json"
     good = json.dumps(memory(0)).encode()
-    broken.write_bytes(b"[" + good + b"," + good.replace(b"fact", b"f\xffct") + b"]")
+    after = json.dumps(memory(1)).encode()
+    broken.write_bytes(b"[" + good + b"," + good.replace(b"fact", b"f\xffct") + b"," + after + b"]")
     batches = read_all(MEM0, broken)
-    assert totals(batches) == (2, 1, 1)
-    assert pl.concat([b.rejects for b in batches])["reason"].to_list() == ["malformed_document"]
+    assert totals(batches) == (3, 2, 1)  # the bad byte costs its record only
+    assert pl.concat([b.rejects for b in batches])["reason"].to_list() == ["invalid_utf8"]
 
 
 def test_unknown_fields_are_kept_exactly(tmp_path: Path) -> None:

@@ -407,7 +407,7 @@ def test_a_break_keeps_what_was_read_and_counts_the_break(tmp_path: Path) -> Non
     (tmp_path / "cut.json").write_text(text[: len(text) // 2 + 300], encoding="utf-8")
     episodes, rejects = ingest(tmp_path / "cut.json")
     assert episodes.height == 6
-    assert reasons(rejects)[7] == "malformed_document"
+    assert reasons(rejects)[7] == "truncated_document"  # the truth: the file is cut short
 
 
 def test_batches_of_one_keep_positions(tmp_path: Path) -> None:

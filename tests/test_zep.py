@@ -324,7 +324,7 @@ def test_truncated_page_keeps_records_before_the_break(tmp_path: Path) -> None:
     dump = tmp_path / "page.json"
     dump.write_text(text[: text.index('"hello 2"')], encoding="utf-8")
     assert [r["dump_record"] for r in episodes(dump)] == [0, 1]
-    assert rejects(dump)[2][0] == "malformed_document"
+    assert rejects(dump)[2][0] == "truncated_document"  # the truth: the file is cut short
 
 
 def test_reads_from_memory_filesystem_in_bounded_batches() -> None:

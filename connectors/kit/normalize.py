@@ -17,7 +17,7 @@ import polars_hash as plh
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from connectors.base import Batch, ReadOptions, scope_placeholders
+from connectors.base import Batch, ReadOptions, Unread, scope_placeholders
 from connectors.errors import DumpFormatError
 from connectors.kit import bounded, sources
 from connectors.schema import (
@@ -93,15 +93,18 @@ def run(
             keys = ", ".join(head.first_keys[:8]) or "no keys"
             raise DumpFormatError(uri, expected, f"a JSON object with keys: {keys}")
     runner = sources.SqlRunner(inner_sql, shape, options.batch_rows)
+    unread: list[Unread] = []
     tables: Generator[tuple[pa.Table, pa.Table], None, None]
     if head.shape == "lines":
         tables = runner.over_chunks(sources.iter_json_lines(fs, path, batch_rows=options.batch_rows))
     elif head.shape == "array":
-        tables = _array(runner, fs, path, head, options)
+        tables = _array(runner, fs, path, head, options, unread)
     else:
         assert prefix is not None
         tables = runner.over_chunks(
-            sources.iter_json_items(fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom)
+            sources.iter_json_items(
+                fs, path, prefix, batch_rows=options.batch_rows, bom=head.bom, unread=unread
+            )
         )
     try:
         for staged, raw in tables:
@@ -109,6 +112,13 @@ def run(
     finally:
         tables.close()  # release the readers before their DuckDB connection goes
         runner.close()
+    if unread:
+        yield unread_batch(unread)
+
+
+def unread_batch(unread: list[Unread]) -> Batch:
+    """A batch with no records that reports the bytes of the dump that were not read."""
+    return Batch(EPISODE_SCHEMA.to_frame(), REJECT_SCHEMA.to_frame(), 0, tuple(unread))
 
 
 def _array(
@@ -117,11 +127,13 @@ def _array(
     path: str,
     head: sources.Peek,
     options: ReadOptions,
+    unread: list[Unread],
 ) -> Generator[tuple[pa.Table, pa.Table], None, None]:
     """A JSON array: the fastest reader that can read it, each resuming where the last stopped.
 
-    Typed DuckDB scan → DuckDB record split + per-record parse → ijson (which also says where a
-    broken document breaks).
+    Typed DuckDB scan → DuckDB record split + per-record parse → ``jsonscan`` splitter (which
+    rejects one record at a time and says where a broken document breaks; the bytes it could not
+    read go to ``unread``).
     """
     consumed = 0
     if not head.bom:
@@ -134,7 +146,9 @@ def _array(
             except sources.ScanError:
                 continue
     yield from runner.over_chunks(
-        sources.iter_json_items(fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed)
+        sources.iter_json_items(
+            fs, path, "item", batch_rows=options.batch_rows, bom=head.bom, start=consumed, unread=unread
+        )
     )
 
 

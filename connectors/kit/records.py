@@ -26,15 +26,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Literal
 
-import ijson
 import polars as pl
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from connectors.base import Batch, ReadOptions, scope_placeholders
+from connectors.base import Batch, ReadOptions, Unread, scope_placeholders
 from connectors.errors import DumpFormatError
 from connectors.kit import bounded, normalize
-from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, RejectReason
+from connectors.kit.jsonscan import Item, Splitter
+from connectors.schema import EPISODE_SCHEMA, MAX_DEPTH, MAX_RECORD_BYTES, RejectReason
 
 BOM = b"\xef\xbb\xbf"
 
@@ -52,15 +52,19 @@ _STAGED_TYPES: dict[str, pl.DataType] = {
 }
 
 Row = dict[str, Any]
+#: Key of a staged row that carries an :class:`Unread` span to the batch (never a column).
+UNREAD_KEY = "_unread"
 
 
 class Rejected(Exception):
     """One record cannot be used: why (a reason code) and a detail naming the field and value."""
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    def __init__(self, reason: RejectReason, detail: str, *, unread: Unread | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        #: Bytes of the dump not read because of this problem (a document that breaks off).
+        self.unread = unread
 
 
 def reject(pos: int, raw: str | None, reason: RejectReason, detail: str) -> Row:
@@ -69,7 +73,10 @@ def reject(pos: int, raw: str | None, reason: RejectReason, detail: str) -> Row:
 
 
 def rejected(pos: int, raw: str | None, exc: Rejected) -> Row:
-    return reject(pos, raw, exc.reason, exc.detail)
+    row = reject(pos, raw, exc.reason, exc.detail)
+    if exc.unread is not None:
+        row[UNREAD_KEY] = exc.unread
+    return row
 
 
 #: A batch is also cut when its rows' text reaches this size: Python rows of large records (a
@@ -88,7 +95,10 @@ def run(
     )
     buffer: list[Row] = []
     size = 0
+    unread: list[Unread] = []
     for row in rows:
+        if UNREAD_KEY in row:
+            unread.append(row.pop(UNREAD_KEY))
         buffer.append(row)
         size += len(row.get("raw") or "") + len(row.get("content") or "")
         if len(buffer) >= options.batch_rows or size >= BATCH_TEXT_BYTES:
@@ -96,6 +106,8 @@ def run(
             buffer, size = [], 0
     if buffer:
         yield _batch(buffer, schema, system, options, uri, ingested_at)
+    if unread:
+        yield normalize.unread_batch(unread)
 
 
 def _batch(
@@ -314,34 +326,91 @@ def sniff(fs: AbstractFileSystem, path: str) -> DumpKind:
 
 
 class Malformed(Exception):
-    """A JSON document breaks off or turns invalid; ``pos`` is the first item not read."""
+    """A JSON document breaks off or turns invalid; ``pos`` is the first item not read.
 
-    def __init__(self, pos: int, message: str) -> None:
+    ``reason`` says how (``truncated_document``, ``malformed_document``, ``trailing_data``) and
+    ``unread`` which bytes of the file were not read; a reject made with :func:`broken` carries
+    them to the import's account."""
+
+    def __init__(
+        self,
+        pos: int,
+        message: str,
+        *,
+        reason: RejectReason = RejectReason.MALFORMED_DOCUMENT,
+        unread: Unread | None = None,
+    ) -> None:
         super().__init__(f"after item {pos}: {message}")
         self.pos = pos
+        self.reason = reason
+        self.unread = unread
+
+    def rejected(self, detail: str) -> Rejected:
+        """This break as a :class:`Rejected` (with the bytes not read) under ``detail``."""
+        return Rejected(self.reason, detail, unread=self.unread)
+
+
+def broken(pos: int, exc: Malformed, detail: str) -> Row:
+    """The reject for where a document breaks, carrying the bytes not read (see :func:`run`)."""
+    return rejected(pos, None, exc.rejected(detail))
+
+
+#: How deep an item of a streamed document may nest before it is refused unparsed: room for
+#: records wrapped in a few levels (a ChatGPT conversation's nodes, whose own depth
+#: :func:`check_depth` then judges one by one), and still far below what parsing can afford.
+ITEM_DEPTH = 2 * MAX_DEPTH
+#: The same for size: an item may wrap many records (a ChatGPT conversation holds its messages),
+#: and is parsed in Python, not by DuckDB.
+ITEM_BYTES = 8 * MAX_RECORD_BYTES
 
 
 def json_items(f: IO[bytes], prefix: str, *, skip_bom: bool = True) -> Iterator[tuple[int, Any]]:
     """Stream ``(position, item)`` for the items under the ijson ``prefix`` (e.g. ``item``).
 
-    Raises :class:`Malformed` where the document breaks; everything before was yielded.
-    Numbers come as int or float (never Decimal).
+    Each item is cut out of the document by :class:`jsonscan.Splitter` before it is parsed, so
+    an item that is too large, nests too deep, is not UTF-8 or not JSON comes as a
+    :class:`Rejected` in place of its value, and the next item is read. Raises :class:`Malformed`
+    where the document's structure breaks; everything before was yielded. Numbers come as int or
+    float (never Decimal).
     """
-    if skip_bom:
-        head = f.read(len(BOM))
-        if head != BOM:
-            f.seek(0)
-    items = ijson.items(f, prefix, use_float=True)
-    pos = 0
-    while True:
-        try:
-            item = next(items)
-        except StopIteration:
-            return
-        except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-            raise Malformed(pos, str(exc)) from None
-        yield pos, item
-        pos += 1
+    del skip_bom  # the splitter skips a BOM itself
+    splitter = Splitter(f, prefix, max_depth=ITEM_DEPTH, max_bytes=ITEM_BYTES)
+    for item in splitter:
+        yield item.pos, _item_value(item)
+    if splitter.stopped_at is not None:
+        stop = splitter.stopped_at
+        raise Malformed(
+            stop.pos,
+            stop.detail or "the document breaks",
+            reason=stop.reason or RejectReason.MALFORMED_DOCUMENT,
+            unread=splitter.unread,
+        )
+
+
+def first_value(f: IO[bytes], prefix: str) -> Any:
+    """The first value under ``prefix`` (e.g. ``user``), reading no further than it; None when
+    it is absent, or refused (too large, too deep, not JSON), or the document breaks before it."""
+    for item in Splitter(f, prefix, max_depth=ITEM_DEPTH, max_bytes=ITEM_BYTES):
+        value = _item_value(item)
+        return None if isinstance(value, Rejected) else value
+    return None
+
+
+def _item_value(item: Item) -> Any:
+    if item.data is None or item.reason is not None:
+        return Rejected(item.reason or RejectReason.MALFORMED_DOCUMENT, item.detail or "unreadable item")
+    try:
+        textual = item.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(
+            RejectReason.INVALID_UTF8,
+            f"the record at byte {item.offset:,} is not valid UTF-8 (at byte {item.offset + exc.start:,})",
+        )
+    try:
+        return json.loads(textual)
+    except ValueError as exc:
+        where = f"the record at byte {item.offset:,}"
+        return Rejected(RejectReason.INVALID_JSON, f"{where} is not valid JSON: {exc}")
 
 
 def read_whole(fs: AbstractFileSystem, path: str, *, expected: str, max_bytes: int) -> bytes:
@@ -384,6 +453,10 @@ def _parse(textual: str) -> Any:
         doc = json.loads(textual)
     except RecursionError:
         raise Rejected(RejectReason.TOO_DEEP, f"document nests deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(textual.rstrip()):  # the text ends where more was due: a cut file
+            raise Rejected(RejectReason.TRUNCATED_DOCUMENT, f"document ends mid-way: {exc}") from None
+        raise Rejected(RejectReason.MALFORMED_DOCUMENT, f"document is not valid JSON: {exc}") from None
     except ValueError as exc:
         raise Rejected(RejectReason.MALFORMED_DOCUMENT, f"document is not valid JSON: {exc}") from None
     check_depth(doc, "document")

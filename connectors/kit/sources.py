@@ -8,40 +8,54 @@ columns, and Polars takes over from there (see ``normalize``).
 
 A dump that is one JSON array is read in tiers, each resuming where the one before stopped:
 two DuckDB scans straight from the file, one per core (typed fields; record text and unknown-key
-flag), zipped by position; then DuckDB splitting records that the projection parses one by one;
-then ``ijson`` (C backend), which also says where a broken document breaks. Envelope objects go
-through ``ijson``, JSON Lines through a line splitter, in chunks of ``batch_rows``.
+flag), zipped by position; then DuckDB splitting records that the projection parses one by one
+(both bounded per record by ``maximum_object_size``); then ``jsonscan.Splitter``, which cuts each
+record out before it is parsed, so a record too large, too deep or not UTF-8 is one reject, and
+says where a broken document breaks and how many bytes were not read. Envelope objects go through
+the splitter too, JSON Lines through a bounded line splitter, in chunks of ``batch_rows``.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import itertools
 import json
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import duckdb
-import ijson
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from connectors.base import Unread
+from connectors.kit.jsonscan import Item, Splitter, depth_exceeds, members
 from connectors.kit.sql import UNDECIDED, quote_literal
-from connectors.schema import RejectReason
+from connectors.schema import MAX_DEPTH, MAX_RECORD_BYTES, RejectReason
 
 BOM = b"\xef\xbb\xbf"
 _PEEK_BYTES = 1 << 16
 _BLOCK_BYTES = 8 << 20
 _SPLIT_ROWS = 16_384
+#: Rows per batch DuckDB hands back from a projection (one DuckDB vector).
+_RESULT_ROWS = 2048
 #: DuckDB's working-memory cap per read; it streams, so this bounds the parser, not the dump.
 DUCKDB_MEMORY_LIMIT = "256MB"
+
+#: DuckDB's bound on one record of a JSON array: past it the scan fails and the splitter, which
+#: rejects the record alone, reads on from there.
+_MAX_OBJECT = f"maximum_object_size={MAX_RECORD_BYTES}"
+
+#: A chunk of records handed to DuckDB is cut at this many bytes of record text as well as at
+#: ``batch_rows``: rows alone do not bound it when records are large.
+CHUNK_BYTES = 4 << 20
 
 Shape = Literal["array", "object", "lines", "empty"]
 
@@ -102,14 +116,9 @@ def _is_object_line(line: bytes) -> bool:
 
 
 def _top_level_keys(head: bytes) -> tuple[str, ...]:
-    keys: list[str] = []
-    try:
-        for prefix, event, value in ijson.parse(head):
-            if prefix == "" and event == "map_key":
-                keys.append(value)
-    except ijson.JSONError:
-        pass  # the head is cut mid-document; the keys seen so far are what we need
-    return tuple(keys)
+    """The keys of the object ``head`` starts (as far as the head goes), walked without building
+    values: a head nested thousands deep costs nothing (ijson's prefixes grow with the depth)."""
+    return tuple(key for key, _ in members(io.BytesIO(head)))
 
 
 @dataclass(frozen=True)
@@ -190,7 +199,7 @@ class SqlRunner:
                 for table in itertools.chain([first], inputs):
                     table = table if table.schema == schema else table.cast(schema)
                     window.append(table)
-                    yield from table.to_batches(_SPLIT_ROWS)
+                    yield from table.to_batches(_split_rows(table))
             except BaseException as exc:  # DuckDB would only see "error in Python stream"
                 failure.append(exc)
                 raise
@@ -198,11 +207,11 @@ class SqlRunner:
         self.con.register("stream", pa.RecordBatchReader.from_batches(schema, batches()))
         results: pa.RecordBatchReader | None = None
         try:
-            results = self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_reader(self.batch_rows)
-            for batch in results:
-                staged = pa.Table.from_batches([batch])
-                if staged.num_rows == 0:
-                    continue
+            # DuckDB fetches small batches (it holds a whole result batch while filling it, so a
+            # batch of large records would outgrow its memory); they are joined here up to
+            # ``batch_rows`` or ``CHUNK_BYTES``, so a result costs what its rows hold.
+            results = self.con.sql(self.select_sql.replace("{src}", src)).to_arrow_reader(_RESULT_ROWS)
+            for staged in _joined(results, self.batch_rows):
                 if undecided_fails and pc.any(pc.equal(staged["reason"], UNDECIDED)).as_py():
                     raise ScanError("a record needs its source text to be judged")
                 yield staged, _rows_between(window, pc.min_max(staged["pos"]))
@@ -233,13 +242,15 @@ class SqlRunner:
         uri = _duckdb_uri(fs, path)
         types = self.shape.struct | self.shape.scan_types
         columns = "{" + ", ".join(f"{quote_literal(k)}: {quote_literal(t)}" for k, t in types.items()) + "}"
-        typed_sql = f"SELECT * FROM read_json({quote_literal(uri)}, format='array', columns={columns})"
+        typed_sql = (
+            f"SELECT * FROM read_json({quote_literal(uri)}, format='array', columns={columns}, {_MAX_OBJECT})"
+        )
         # The record text crosses over only where it is needed: records with unknown keys.
         # (A rejected record's text is rebuilt from its typed fields, see record_text.)
         raw_sql = (
             "SELECT CASE WHEN u THEN json END AS raw, u AS has_unknown FROM ("
             f"SELECT json, {self.shape.unknown_keys_sql('json')} AS u "
-            f"FROM read_json_objects({quote_literal(uri)}, format='array'))"
+            f"FROM read_json_objects({quote_literal(uri)}, format='array', {_MAX_OBJECT}))"
         )
         rows = self.scan_rows
         with _scan(fs, typed_sql, rows) as typed, _scan(fs, raw_sql, rows) as raw:
@@ -256,10 +267,35 @@ class SqlRunner:
         """One JSON array, records split by DuckDB and parsed by the projection; resumes at start."""
         sql = (
             "SELECT json AS raw, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail "
-            f"FROM read_json_objects({quote_literal(_duckdb_uri(fs, path))}, format='array')"
+            f"FROM read_json_objects({quote_literal(_duckdb_uri(fs, path))}, format='array', {_MAX_OBJECT})"
         )
         with _scan(fs, sql, self.scan_rows) as batches:
             yield from self.over_chunks(_numbered(batches, start))
+
+
+def _split_rows(table: pa.Table) -> int:
+    """Rows per batch DuckDB is handed: ``_SPLIT_ROWS``, fewer when its records are large (DuckDB
+    works on a batch at once, and holds several copies of its text)."""
+    if table.num_rows == 0 or table.nbytes <= CHUNK_BYTES:
+        return _SPLIT_ROWS
+    return max(1, min(_SPLIT_ROWS, table.num_rows * CHUNK_BYTES // table.nbytes))
+
+
+def _joined(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of consecutive batches, cut at ``rows`` rows or ``CHUNK_BYTES`` bytes."""
+    pending: list[pa.RecordBatch] = []
+    count = size = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        size += batch.nbytes
+        if count >= rows or size >= CHUNK_BYTES:
+            yield pa.Table.from_batches(pending)
+            pending, count, size = [], 0, 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def _numbered(batches: Iterator[pa.Table], start: int) -> Iterator[pa.Table]:
@@ -407,100 +443,176 @@ def _prefetch(reader: pa.RecordBatchReader, depth: int = 1) -> Generator[pa.Tabl
 
 
 def iter_json_items(
-    fs: AbstractFileSystem, path: str, prefix: str, *, batch_rows: int, bom: bool, start: int = 0
+    fs: AbstractFileSystem,
+    path: str,
+    prefix: str,
+    *,
+    batch_rows: int,
+    bom: bool,
+    start: int = 0,
+    unread: list[Unread] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Stream the items under ``prefix`` (``item``, ``results.item``) of one JSON document.
 
-    Items before ``start`` are skipped (they were already read by the fast path). A document that
-    breaks off or turns invalid ends with one ``malformed_document`` reject at the position of the
-    first item that could not be read.
+    Items before ``start`` are skipped (they were already read by the fast path). Each item is cut
+    out by :class:`jsonscan.Splitter` before anything parses it, so an item that is too large, too
+    deep or not UTF-8 is one reject and the next item is read. Where the document's structure
+    breaks, the first item not read is one reject (``truncated_document``, ``malformed_document``,
+    ``trailing_data``) and the bytes not read are appended to ``unread``.
     """
-    pos = 0
+    del bom  # the splitter skips a BOM itself
     rows: list[tuple[int, str | None, str | None, str | None]] = []
     with fs.open(path, "rb") as f:
-        if bom:
-            f.read(len(BOM))
-        items = ijson.items(f, prefix, use_float=True)
-        while True:
-            try:
-                item = next(items)
-            except StopIteration:
-                break
-            except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-                rows.append((pos, None, RejectReason.MALFORMED_DOCUMENT.value, f"after item {pos}: {exc}"))
-                break
-            if pos >= start:
-                rows.append((pos, _dumps(item), None, None))
-                if len(rows) >= batch_rows:
-                    yield _raw_frame(rows)
-                    rows = []
-            pos += 1
+        splitter = Splitter(f, prefix, start=start)
+        size = 0
+        for item in splitter:
+            rows.append(_item_row(item))
+            size += len(item.data or b"")
+            if len(rows) >= batch_rows or size >= CHUNK_BYTES:
+                yield _raw_frame(rows)
+                rows, size = [], 0
+    if splitter.stopped_at is not None:
+        rows.append(_item_row(splitter.stopped_at))
+    if splitter.unread is not None and unread is not None:
+        unread.append(splitter.unread)
     if rows:
         yield _raw_frame(rows)
 
 
-def _dumps(item: Any) -> str:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+def _item_row(item: Item) -> tuple[int, str | None, str | None, str | None]:
+    if item.reason is not None or item.data is None:
+        reason = item.reason.value if item.reason is not None else None
+        return item.pos, None, reason, item.detail
+    try:
+        return item.pos, item.data.decode("utf-8"), None, None
+    except UnicodeDecodeError as exc:
+        where = f"the record at byte {item.offset:,} is not valid UTF-8 (at byte {item.offset + exc.start:,})"
+        return item.pos, item.data.decode("utf-8", "backslashreplace"), RejectReason.INVALID_UTF8.value, where
 
 
 def iter_json_lines(fs: AbstractFileSystem, path: str, *, batch_rows: int) -> Iterator[pl.DataFrame]:
     """Stream a JSON Lines file in chunks; ``pos`` is the 0-based line number.
 
     Blank lines are not records and are skipped. A line that is not valid UTF-8 is kept (bytes
-    escaped) with reason ``invalid_utf8``; JSON validity is checked by the connector's SQL.
+    escaped) with reason ``invalid_utf8``; a line longer than ``MAX_RECORD_BYTES`` is skipped to
+    its end without being held (``payload_too_large``), one nesting deeper than ``MAX_DEPTH``
+    is ``too_deep``; JSON validity is checked by the connector's SQL.
     """
-    positions: list[int] = []
-    lines: list[bytes] = []
+    rows: list[_Line] = []
+    size = 0
+    for lines, nbytes in _line_blocks(fs, path):
+        size += nbytes
+        while lines:
+            take = batch_rows - len(rows)
+            rows += lines[:take]
+            lines = lines[take:]
+            if len(rows) >= batch_rows:
+                yield _lines_frame(rows)
+                rows, size = [], 0
+        if size >= CHUNK_BYTES:  # a frame holds at most one block's lines (8 MB) and then some
+            yield _lines_frame(rows)
+            rows, size = [], 0
+    if rows:
+        yield _lines_frame(rows)
+
+
+_Line = tuple[int, bytes | None, str | None, str | None]
+
+
+def bounded_lines(fs: AbstractFileSystem, path: str) -> Iterator[_Line]:
+    """``(line number, text, reason, detail)`` of every non-blank line, none held past the bound:
+    a longer line is skipped to its end (``payload_too_large``), a deeper one is ``too_deep``."""
+    for lines, _ in _line_blocks(fs, path):
+        yield from lines
+
+
+def _line_blocks(fs: AbstractFileSystem, path: str) -> Iterator[tuple[list[_Line], int]]:
+    """The lines of each block read (see :func:`bounded_lines`), and the block's size."""
     line_no = 0
     carry = b""
+    skipping = -1  # the length so far of an oversized line being skipped, else -1
+    offset = 0  # of the start of ``carry`` in the file
     with fs.open(path, "rb") as f:
         first = True
         while True:
             block = f.read(_BLOCK_BYTES)
             if first and block.startswith(BOM):
                 block = block[len(BOM) :]
+                offset = len(BOM)
             first = False
             if not block:
                 break
+            out: list[_Line] = []
+            if skipping >= 0:
+                end = block.find(b"\n")
+                if end < 0:
+                    skipping += len(block)
+                    continue
+                out.append(_too_long(line_no, offset, skipping + end))
+                line_no += 1
+                offset += skipping + end + 1
+                skipping = -1
+                block = block[end + 1 :]
             parts = (carry + block).split(b"\n")
             carry = parts.pop()
             for line in parts:
-                if line.strip():
-                    positions.append(line_no)
-                    lines.append(line.rstrip(b"\r"))
-                    if len(lines) >= batch_rows:
-                        yield _lines_frame(positions, lines)
-                        positions, lines = [], []
+                # The common case in two C calls: short enough, too few brackets to nest too deep.
+                if len(line) <= MAX_RECORD_BYTES and line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+                    if line.strip():
+                        out.append((line_no, line.rstrip(b"\r"), None, None))
+                else:
+                    out.extend(_checked_line(line_no, offset, line))
                 line_no += 1
-        if carry.strip():
-            positions.append(line_no)
-            lines.append(carry.rstrip(b"\r"))
-    if lines:
-        yield _lines_frame(positions, lines)
+                offset += len(line) + 1
+            if len(carry) > MAX_RECORD_BYTES:
+                skipping, carry = len(carry), b""
+            yield out, len(block)
+        if skipping >= 0:
+            yield [_too_long(line_no, offset, skipping)], 0
+        else:
+            yield list(_checked_line(line_no, offset, carry)), len(carry)
 
 
-def _lines_frame(positions: list[int], lines: list[bytes]) -> pl.DataFrame:
-    try:
-        texts: list[str] = [line.decode("utf-8") for line in lines]
-        bad: list[bool] = []
-    except UnicodeDecodeError:
-        texts, bad = [], []
-        for line in lines:
+def _checked_line(line_no: int, offset: int, line: bytes) -> Iterator[_Line]:
+    if not line.strip():
+        return
+    if len(line) > MAX_RECORD_BYTES:
+        yield _too_long(line_no, offset, len(line))
+    elif depth_exceeds(line):
+        detail = f"line {line_no + 1} (byte {offset:,}) nests deeper than {MAX_DEPTH} levels"
+        yield line_no, None, RejectReason.TOO_DEEP.value, detail
+    else:
+        yield line_no, line.rstrip(b"\r"), None, None
+
+
+def _too_long(line_no: int, offset: int, size: int) -> _Line:
+    detail = f"line {line_no + 1} (byte {offset:,}) is {size:,} bytes; the limit is {MAX_RECORD_BYTES:,}"
+    return line_no, None, RejectReason.PAYLOAD_TOO_LARGE.value, detail
+
+
+def _lines_frame(rows: list[_Line]) -> pl.DataFrame:
+    positions = [row[0] for row in rows]
+    try:  # the common case: every line kept, and valid UTF-8
+        texts: list[str | None] = [row[1].decode("utf-8") for row in rows]  # type: ignore[union-attr]
+        frame = pl.DataFrame({"pos": positions, "raw": texts}, schema={"pos": pl.Int64, "raw": pl.String})
+        return frame.with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String))
+    except (AttributeError, UnicodeDecodeError):
+        pass
+    texts, reasons, details = [], [], []
+    for _, line, reason, detail in rows:
+        if line is None:
+            texts.append(None)
+        else:
             try:
                 texts.append(line.decode("utf-8"))
-                bad.append(False)
             except UnicodeDecodeError:
                 texts.append(line.decode("utf-8", errors="backslashreplace"))
-                bad.append(True)
-    frame = pl.DataFrame(
-        {"pos": pl.Series(positions, dtype=pl.Int64), "raw": pl.Series(texts, dtype=pl.String)}
-    )
-    if not bad:
-        return frame.with_columns(reason=pl.lit(None, pl.String), detail=pl.lit(None, pl.String))
-    invalid = pl.Series(bad)
-    return frame.with_columns(
-        reason=pl.when(invalid).then(pl.lit(RejectReason.INVALID_UTF8.value)),
-        detail=pl.when(invalid).then(pl.lit("line is not valid UTF-8; bytes kept escaped")),
+                reason = RejectReason.INVALID_UTF8.value
+                detail = "line is not valid UTF-8; bytes kept escaped"
+        reasons.append(reason)
+        details.append(detail)
+    return pl.DataFrame(
+        {"pos": positions, "raw": texts, "reason": reasons, "detail": details}, schema=RAW_SCHEMA
     )
 
 

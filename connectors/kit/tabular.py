@@ -36,6 +36,7 @@ from connectors.kit.records import (
     Malformed,
     Rejected,
     Row,
+    broken,
     check_depth,
     dumps,
     json_items,
@@ -139,11 +140,13 @@ def _json(
     with fs.open(path, "rb") as f:
         try:
             for pos, value in json_items(f, prefix):
-                yield _json_item(pos, value, None, f"item {pos}")
+                yield (
+                    rejected(pos, None, value)
+                    if isinstance(value, Rejected)
+                    else _json_item(pos, value, None, f"item {pos}")
+                )
         except Malformed as exc:
-            yield reject(
-                exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid {exc}"
-            )
+            yield broken(exc.pos, exc, f"document breaks off or turns invalid {exc}")
 
 
 def json_lines(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:

@@ -77,7 +77,7 @@ from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
-from connectors.kit import records
+from connectors.kit import records, sources
 from connectors.kit.records import Rejected, Row, ident, json_type, parse_time, str_list, text
 from connectors.letta.agentfile import (
     AgentFile,
@@ -191,11 +191,10 @@ def _is_passage(value: Any) -> bool:
 def _array_items(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     with fs.open(path, "rb") as f:
         try:
-            yield from records.json_items(f, "item")
+            for pos, item in records.json_items(f, "item"):
+                yield pos, _BadLine(None, item) if isinstance(item, Rejected) else item
         except records.Malformed as exc:
-            problem = Rejected(
-                RejectReason.MALFORMED_DOCUMENT, f"the passages array breaks off or turns invalid: {exc}"
-            )
+            problem = exc.rejected(f"the passages array breaks off or turns invalid: {exc}")
             yield exc.pos, _BadLine(None, problem)
 
 
@@ -217,29 +216,27 @@ class _BadLine:
 
 def _lines(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value or :class:`_BadLine`) for each non-blank line of JSON Lines."""
-    with fs.open(path, "rb") as f:
-        for number, line in enumerate(f):
-            line = (line.removeprefix(records.BOM) if number == 0 else line).rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            where = f"line {number + 1}"
-            try:
-                textual = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad = line.decode("utf-8", errors="backslashreplace")
-                problem = Rejected(
-                    RejectReason.INVALID_UTF8, f"{where} is not valid UTF-8 at byte {exc.start}"
-                )
-                yield number, _BadLine(bad, problem)
-                continue
-            try:
-                yield number, json.loads(textual)
-            except RecursionError:
-                problem = Rejected(RejectReason.TOO_DEEP, f"{where} nests too deep to parse")
-                yield number, _BadLine(textual, problem)
-            except ValueError as exc:
-                problem = Rejected(RejectReason.INVALID_JSON, f"{where} is not valid JSON: {exc}")
-                yield number, _BadLine(textual, problem)
+    for number, line, reason, detail in sources.bounded_lines(fs, path):
+        where = f"line {number + 1}"
+        if line is None:  # too long or too deep: refused unparsed
+            refused = Rejected(RejectReason(reason or "malformed_document"), detail or where)
+            yield number, _BadLine(None, refused)
+            continue
+        try:
+            textual = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = line.decode("utf-8", errors="backslashreplace")
+            problem = Rejected(RejectReason.INVALID_UTF8, f"{where} is not valid UTF-8 at byte {exc.start}")
+            yield number, _BadLine(bad, problem)
+            continue
+        try:
+            yield number, json.loads(textual)
+        except RecursionError:
+            problem = Rejected(RejectReason.TOO_DEEP, f"{where} nests too deep to parse")
+            yield number, _BadLine(textual, problem)
+        except ValueError as exc:
+            problem = Rejected(RejectReason.INVALID_JSON, f"{where} is not valid JSON: {exc}")
+            yield number, _BadLine(textual, problem)
 
 
 def _passages(items: Iterable[tuple[int, Any]], place: Callable[[int], str], uri: str) -> Iterator[Row]:

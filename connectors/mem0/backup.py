@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.errors import DumpFormatError
@@ -118,12 +117,13 @@ def snapshot_rows(opener: Opener, *, start: int = 0) -> Iterator[Row]:
         try:
             for i, item in records.json_items(f, "item" if is_array else "memories.item"):
                 pos = start + i
-                yield _memory_row(pos, item, context)
+                if isinstance(item, Rejected):
+                    yield records.rejected(pos, None, item)
+                else:
+                    yield _memory_row(pos, item, context)
                 pos += 1
         except records.Malformed as exc:
-            yield records.reject(
-                start + exc.pos, None, RejectReason.MALFORMED_DOCUMENT, f"memories.json breaks off {exc}"
-            )
+            yield records.broken(start + exc.pos, exc, f"memories.json breaks off {exc}")
         except bounded.Unreadable as exc:
             yield records.reject(pos, None, exc.reason, f"memories.json after memory {pos}: {exc.detail}")
         except _BROKEN as exc:
@@ -139,8 +139,8 @@ def _first(opener: Opener, prefix: str) -> Any:
     """The first value under ``prefix``, reading no further than it (None if absent or broken)."""
     with opener() as f:
         try:
-            return next(ijson.items(f, prefix, use_float=True), None)
-        except (ijson.JSONError, UnicodeDecodeError, ValueError, *_BROKEN):
+            return records.first_value(f, prefix)
+        except _BROKEN:
             return None
 
 

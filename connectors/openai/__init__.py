@@ -47,12 +47,11 @@ from collections.abc import Callable, Iterator
 from itertools import count
 from typing import IO, Any
 
-import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
-from connectors.kit import archive, bounded, records
+from connectors.kit import archive, bounded, jsonscan, records
 from connectors.kit.records import Rejected, Row
 from connectors.openai import chatgpt
 from connectors.schema import RejectReason
@@ -92,6 +91,12 @@ def _rows(fs: AbstractFileSystem, path: str) -> Iterator[Row]:
 # --- layouts -----------------------------------------------------------------------------------
 
 
+_HEAD_BYTES = 1 << 12
+_KINDS = {b'"': "string", b"t": "boolean", b"f": "boolean", b"n": "null"} | dict.fromkeys(
+    (bytes([c]) for c in b"-0123456789"), "number"
+)
+
+
 def _layout(opener: Opener, uri: str) -> tuple[str, str]:
     """``(kind, ijson prefix)`` of a JSON document: ``items`` (an array), ``conversations``
     (the envelope), ``conversation`` (one object), ``page`` (Assistants list page), ``account``
@@ -100,31 +105,22 @@ def _layout(opener: Opener, uri: str) -> tuple[str, str]:
     keys: list[str] = []
     page = False
     with opener() as f:
-        if f.read(len(records.BOM)) != records.BOM:
-            f.seek(0)
-        events = ijson.parse(f, use_float=True)
-        try:
-            _, event, _ = next(events)
-            if event == "start_array":
-                return "items", "item"
-            if event != "start_map":
-                raise DumpFormatError(uri, EXPECTED, f"a JSON {event}")
-            for prefix, event, value in events:
-                if prefix == "object" and value == "list":
-                    page = True
-                if prefix != "" or event != "map_key":
-                    continue
-                keys.append(value)
-                if value == "conversations":
-                    return "conversations", "conversations.item"
-                if value == "mapping":
-                    return "conversation", ""
-                if value == "data" and page:
-                    return "page", "data.item"
-        except StopIteration:
-            pass
-        except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-            raise records.Malformed(0, str(exc)) from None
+        head = f.read(_HEAD_BYTES).removeprefix(records.BOM).lstrip()
+        if head[:1] == b"[":
+            return "items", "item"
+        if head[:1] != b"{":
+            raise DumpFormatError(uri, EXPECTED, f"a JSON {_KINDS.get(head[:1], 'document')}")
+    with opener() as f:  # walked without building values: a document nested deep costs nothing
+        for key, value in jsonscan.members(f):
+            keys.append(key)
+            if key == "object" and value == "list":
+                page = True
+            if key == "conversations":
+                return "conversations", "conversations.item"
+            if key == "mapping":
+                return "conversation", ""
+            if key == "data" and page:
+                return "page", "data.item"
     if "data" in keys and {"has_more", "first_id", "last_id"} & set(keys):
         return "page", "data.item"
     if "id" in keys and _ACCOUNT_KEYS & set(keys):
@@ -156,6 +152,10 @@ def _document_rows(
     with opener() as f:
         try:
             for i, item in records.json_items(f, prefix):
+                if isinstance(item, Rejected):
+                    problem = Rejected(item.reason, f"{name} item {i}: {item}")
+                    yield records.rejected(next(counter), None, problem)
+                    continue
                 if uri is not None and i == 0 and kind == "items":
                     _check_first(item, uri)
                 yield from _item_rows(item, f"{name} item {i}", user_id, counter, page=kind == "page")
@@ -174,8 +174,7 @@ def _check_first(item: Any, uri: str) -> None:
 
 
 def _broken(pos: int, label: str, exc: records.Malformed) -> Row:
-    reason = RejectReason.INVALID_UTF8 if "UTF8" in str(exc) or "utf-8" in str(exc) else None
-    return records.reject(pos, None, reason or RejectReason.MALFORMED_DOCUMENT, f"{label}: JSON breaks {exc}")
+    return records.broken(pos, exc, f"{label}: JSON breaks {exc}")
 
 
 def _item_rows(

@@ -64,12 +64,11 @@ from collections.abc import Iterator, Mapping
 from itertools import chain, islice
 from typing import Any
 
-import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.errors import DumpFormatError
-from connectors.kit import records, sources
+from connectors.kit import jsonscan, records, sources
 from connectors.kit.records import Rejected
 from connectors.schema import RejectReason
 from connectors.zep import mapping
@@ -161,10 +160,9 @@ def _list(
     with fs.open(path, "rb") as f:
         try:
             for pos, value in records.json_items(f, prefix):
-                yield start + pos, _raw(value), value, hint, ctx
+                yield start + pos, None if isinstance(value, Rejected) else _raw(value), value, hint, ctx
         except records.Malformed as exc:
-            why = str(exc).split("\\n")[0].split("\n")[0].replace(": b'", ": ")
-            broken = Rejected(RejectReason.MALFORMED_DOCUMENT, f"document breaks off or turns invalid {why}")
+            broken = exc.rejected(f"document breaks off or turns invalid {exc}")
             yield start + exc.pos, None, broken, hint, ctx
 
 
@@ -204,7 +202,7 @@ def _envelope(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Item]:
         for item in _list(fs, path, f"{key}.item", _LISTS[key], ctx, pos):
             yield item
             pos = item[0] + 1
-            if isinstance(item[2], Rejected) and item[2].reason == RejectReason.MALFORMED_DOCUMENT:
+            if isinstance(item[2], Rejected) and item[2].unread is not None:
                 return
 
 
@@ -213,19 +211,13 @@ def _scan_envelope(fs: AbstractFileSystem, path: str) -> tuple[list[str], list[s
     keys: list[str] = []
     lists: list[str] = []
     ctx: dict[str, str] = {}
-    with fs.open(path, "rb") as f:
-        if f.read(len(records.BOM)) != records.BOM:
-            f.seek(0)
-        try:
-            for prefix, event, value in ijson.parse(f, use_float=True):
-                if prefix == "" and event == "map_key":
-                    keys.append(value)
-                elif event == "start_array" and prefix in keys and "." not in prefix:
-                    lists.append(prefix)
-                elif prefix in _CONTEXT and event in ("string", "integer", "number"):
-                    ctx[prefix] = str(value)
-        except (ijson.JSONError, UnicodeDecodeError, ValueError):
-            pass  # the records pass reports where the document breaks
+    with fs.open(path, "rb") as f:  # walked without building values: depth costs nothing
+        for key, value in jsonscan.members(f):
+            keys.append(key)
+            if value is jsonscan.ARRAY:
+                lists.append(key)
+            elif key in _CONTEXT and isinstance(value, str | int | float) and not isinstance(value, bool):
+                ctx[key] = str(value)
     return keys, lists, ctx
 
 

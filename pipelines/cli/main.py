@@ -118,6 +118,10 @@ def _run(args: argparse.Namespace) -> int:
         rejects = con.sql(
             "SELECT source_system, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY 1, 2"
         ).pl()
+        unread = con.execute(
+            "SELECT source_system, dump, unread_bytes, unread_reason FROM imports "
+            "WHERE live AND unread_reason IS NOT NULL ORDER BY 1, 2"
+        ).fetchall()
         exports = con.sql(
             "SELECT name, status, format || coalesce('/' || profile, '') AS format, rows, files, bytes "
             "FROM exports WHERE created_at >= ? ORDER BY name",
@@ -154,6 +158,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  or any DuckDB client: duckdb -readonly {shlex.quote(str(catalog_path))}")
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
+    failures += [
+        f"{system}/{dump}: {size:,} bytes not read ({why}); fix or split the file and re-run"
+        for system, dump, size, why in unread
+    ]
     if notes:
         print("\nNote:", *notes, sep="\n  ")
     if failures:

@@ -55,8 +55,11 @@ def _check_results(result: ImportResult, key: dg.AssetKey) -> list[dg.AssetCheck
         dg.AssetCheckResult(
             asset_key=key,
             check_name="accounting_balances",
-            passed=counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicate"],
-            metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()},
+            # Balanced means the whole dump was read: bytes not read into records fail it.
+            passed=counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicate"]
+            and not result.manifest.get("unread"),
+            metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()}
+            | {"unread": dg.MetadataValue.json(result.manifest.get("unread", []))},
         ),
         dg.AssetCheckResult(
             asset_key=key,
@@ -97,7 +100,7 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 "accounting_balances",
                 asset=key,
-                description="read = accepted + rejected + duplicate",
+                description="read = accepted + rejected + duplicate, and no byte of the dump unread",
             ),
             dg.AssetCheckSpec(
                 "reject_rate",

@@ -62,6 +62,19 @@ def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], sch
     con.execute(f"CREATE VIEW {view} AS SELECT * FROM {empty}")
 
 
+def _unread_columns(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Bytes of the dump not read into records (0 in a manifest written before they were counted),
+    from which offset and why: an import whose account balances read its whole dump."""
+    spans = manifest.get("unread") or []
+    first = spans[0] if spans else {}
+    return {
+        "unread_bytes": int(manifest["counts"].get("unread_bytes", 0)),
+        "unread_offset": first.get("offset"),
+        "unread_reason": "; ".join(f"{s['reason']} at byte {s['offset']:,}: {s['detail']}" for s in spans)
+        or None,
+    }
+
+
 def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame:
     rows = [
         {
@@ -79,6 +92,7 @@ def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame
             "finished_at": datetime.fromisoformat(m["finished_at"]),
             "duration_s": float(m["duration_s"]),
             **{k: int(v) for k, v in m["counts"].items()},
+            **_unread_columns(m),
             "rejects_by_reason": json.dumps(m["rejects_by_reason"]),
             "episode_files": len(m["files"]["episodes"]),
             "reject_files": len(m["files"]["rejects"]),
@@ -103,6 +117,9 @@ def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame
         "accepted": pl.Int64(),
         "rejected": pl.Int64(),
         "duplicate": pl.Int64(),
+        "unread_bytes": pl.Int64(),
+        "unread_offset": pl.Int64(),
+        "unread_reason": pl.String(),
         "rejects_by_reason": pl.String(),
         "episode_files": pl.Int64(),
         "reject_files": pl.Int64(),

@@ -18,6 +18,7 @@ rename-locally, manifest-on-object-stores; the manifest works on both, so there 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -34,7 +35,7 @@ from urllib.parse import quote, unquote
 import duckdb
 import polars as pl
 
-from connectors.base import Batch
+from connectors.base import Batch, Unread
 from connectors.errors import StoreError
 from connectors.kit.sql import quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, RejectReason
@@ -244,12 +245,14 @@ class EpisodeStore:
         episodes = _PartWriter(self, "episodes", dump, ingest_id, sort=True)
         rejects = _PartWriter(self, "rejects", dump, ingest_id, sort=False)
         read = rejected = accepted = 0
+        unread: list[Unread] = []
         reasons: Counter[str] = Counter()
         preview = EPISODE_SCHEMA.to_frame()
         key_hashes: list[pl.Series] = []  # 8 bytes a row: finds the dumps that need deduplicating
         try:
             for batch in batches:
                 read += batch.read
+                unread.extend(batch.unread)
                 accepted += batch.episodes.height
                 rejected += batch.rejects.height
                 reasons.update(batch.rejects["reason"].cast(pl.String).to_list())
@@ -303,7 +306,11 @@ class EpisodeStore:
                 "accepted": accepted,
                 "rejected": rejected,
                 "duplicate": duplicates,
+                # Bytes of the dump not read into records (only when there are some): an
+                # account balances only when the whole dump was read.
+                **({"unread_bytes": sum(u.size for u in unread)} if unread else {}),
             },
+            "unread": [dataclasses.asdict(u) for u in unread],
             "rejects_by_reason": dict(sorted(reasons.items())),
             "files": {"episodes": episode_files, "rejects": reject_files},
         }
