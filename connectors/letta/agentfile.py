@@ -14,7 +14,7 @@ from typing import Any
 from connectors.kit import records
 from connectors.kit.records import Rejected, Row, ident, json_type, parse_time, str_list, text
 from connectors.letta.document import Document
-from connectors.letta.messages import calls_send_message, message_text
+from connectors.letta.messages import Speaker, calls_send_message, message_text, send_message_calls
 from connectors.schema import RejectReason
 
 #: Agent types whose user-visible reply is only ever the ``send_message`` tool call.
@@ -35,7 +35,7 @@ class Agent:
     local_id: str | None
     name: str | None
     user_id: str | None
-    speaks_by_tool: bool
+    speaker: Speaker
     in_context: set[Any] | None
 
 
@@ -180,7 +180,7 @@ class AgentFile:
 
     def _agent(self, record: Any, where: str) -> Agent:
         if not isinstance(record, dict):
-            return Agent(where, None, None, None, False, None)
+            return Agent(where, None, None, None, Speaker(), None)
         local = record.get("id") if isinstance(record.get("id"), str) else None
         name = record.get("name") if isinstance(record.get("name"), str) else None
         kind = record.get("agent_type")
@@ -200,7 +200,9 @@ class AgentFile:
             user_id = user_from_tags(_tag_texts(record.get("tags")))
         except Rejected:
             user_id = None  # the agent record itself is rejected for its tags
-        return Agent(where, local, name, user_id, speaks_by_tool, in_context)
+        system = record.get("system") if isinstance(record.get("system"), str) else None
+        speaker = Speaker(speaks_by_tool, send_message_calls(messages), system)
+        return Agent(where, local, name, user_id, speaker, in_context)
 
     def _scope(self, agent: Agent | None) -> Row:
         if agent is None:
@@ -281,7 +283,7 @@ class AgentFile:
                 where = f"{where} ({local})"
             role = text(msg, "role", required=True)
             assert role is not None
-            content, canonical, verbatim = message_text(msg, role, index, agent.speaks_by_tool, where)
+            content, canonical, verbatim = message_text(msg, role, index, agent.speaker, where)
             created = parse_time(msg.get("created_at"), "created_at")
             source_id, key = self.key(local)
             derived = None
