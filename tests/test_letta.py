@@ -252,7 +252,7 @@ def test_truncated_agent_file_keeps_the_finished_records(tmp_path: Path) -> None
     episodes, rejects = frames(path)
     assert episodes["content"].to_list() == ["turn 1", "turn 2"]  # the agent itself is unfinished
     assert episodes["scope"].unique().to_list() == ["agent:planner"]
-    assert reasons(rejects) == {2: "malformed_document"}
+    assert reasons(rejects) == {2: "truncated_document"}
     assert rejects["detail"].item().endswith("it breaks off inside agents[0].messages[2].content[0]")
 
 

@@ -37,7 +37,7 @@ def test_send_message_receipts_are_found_through_their_call(tmp_path: Path) -> N
         # real files: name null (v2) or the agent's name; only tool_call_id links the receipt
         message(2, "tool", [text_part(RECEIPT)], name=None, tool_call_id="call-9"),
         message(3, "tool", [text_part(RECEIPT)], name="planner", tool_call_id="call-9"),
-        message(4, "tool", [], name=None, tool_returns=[{"tool_call_id": "call-9", "func_response": RECEIPT}]),
+        message(4, "tool", [], tool_returns=[{"tool_call_id": "call-9", "func_response": RECEIPT}]),
         message(5, "tool", [text_part("3 results")], name=None, tool_call_id="call-other"),
     ]
     episodes, rejects = frames(write(tmp_path, "receipts.af", agent_file(messages)))
@@ -73,7 +73,11 @@ def test_system_alert_turns_are_letta_talking(tmp_path: Path) -> None:
     episodes, rejects = frames(write(tmp_path, "alert.af", agent_file(messages)))
     assert episodes.filter(pl.col("type") == "message")["content"].to_list() == ["real words"]
     assert reasons(rejects) == {1: "hidden_node"}
-    assert rejects["detail"].item().endswith("a system_alert event Letta sends as a user turn, not said by the user")
+    assert (
+        rejects["detail"]
+        .item()
+        .endswith("a system_alert event Letta sends as a user turn, not said by the user")
+    )
 
 
 def _legacy(name: str, turns: list[str]) -> dict[str, Any]:

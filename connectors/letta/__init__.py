@@ -86,7 +86,7 @@ from connectors.letta.agentfile import (
     raw_text,
     user_from_tags,
 )
-from connectors.letta.document import read_document
+from connectors.letta.document import Document, read_documents
 from connectors.schema import RejectReason
 
 NAME = "letta"
@@ -154,27 +154,43 @@ def _object_line(line: bytes) -> Any:
 
 
 def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
-    doc = read_document(fs, path, expected=_EXPECTED)
-    value = doc.value
+    docs = read_documents(fs, path, expected=_EXPECTED)
     rows: Iterable[Row]
+    if len(docs) > 1:  # broken as published: every document, each an agent file or a reject
+        rows = itertools.chain.from_iterable(_agent_file_or_reject(doc, len(docs)) for doc in docs)
+    else:
+        rows = _one_document(docs[0], uri)
+    for pos, row in enumerate(rows):
+        row["pos"] = pos
+        yield row
+
+
+def _agent_file_or_reject(doc: Document, count: int) -> Iterable[Row]:
+    if isinstance(doc.value, dict):
+        return AgentFile(doc).rows()
+    if doc.broken is not None:
+        return [records.rejected(0, None, doc.broken)]
+    found = f"a JSON {json_type(doc.value)}"
+    detail = f"document {doc.index + 1} of {count} is {found}, not a Letta agent file"
+    return [records.reject(0, raw_text(doc.value), RejectReason.MALFORMED_DOCUMENT, detail)]
+
+
+def _one_document(doc: Document, uri: str) -> Iterable[Row]:
+    value = doc.value
     if isinstance(value, dict) and ("agents" in value or _is_legacy(value)):
-        rows = AgentFile(doc).rows()
-    elif isinstance(value, list) or _is_passage(value):  # double-encoded passages
+        return AgentFile(doc).rows()
+    if isinstance(value, list) or _is_passage(value):  # double-encoded passages
         items = [
             (i, v) for i, v in enumerate(value if isinstance(value, list) else [value]) if doc.finished(v)
         ]
         ends = [records.rejected(len(items), None, doc.broken)] if doc.broken else []
-        rows = itertools.chain(_passages(items, _item_place, uri), ends)
-    elif doc.broken is not None and not isinstance(value, dict):
-        rows = [records.rejected(0, None, doc.broken)]
-    else:
-        found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
-        if not isinstance(value, dict):
-            found = f"a JSON {json_type(value)}"
-        raise DumpFormatError(uri, _EXPECTED, found)
-    for pos, row in enumerate(rows):
-        row["pos"] = pos
-        yield row
+        return itertools.chain(_passages(items, _item_place, uri), ends)
+    if doc.broken is not None and not isinstance(value, dict):
+        return [records.rejected(0, None, doc.broken)]
+    found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
+    if not isinstance(value, dict):
+        found = f"a JSON {json_type(value)}"
+    raise DumpFormatError(uri, _EXPECTED, found)
 
 
 def _is_legacy(value: dict[str, Any]) -> bool:

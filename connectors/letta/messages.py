@@ -12,7 +12,6 @@ from typing import Any
 from connectors.kit.records import Rejected, json_type
 from connectors.schema import RejectReason
 
-
 #: What only Letta's compiled system prompt holds (the agent's ``system`` with the memory blocks
 #: rendered in): MemGPT's layout (``### Memory [last modified: …]`` … ``Core memory shown
 #: below``) and the later one (``<base_instructions>``, ``<memory_blocks>``, ``<memory_metadata>``),
@@ -48,9 +47,9 @@ def send_message_calls(messages: list[Any]) -> frozenset[str]:
         calls = msg.get("tool_calls") if isinstance(msg, dict) else None
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and function.get("name") == "send_message":
-                if isinstance(call.get("id"), str):
-                    found.add(call["id"])
+            named = isinstance(function, dict) and function.get("name") == "send_message"
+            if named and isinstance(call.get("id"), str):
+                found.add(call["id"])
     return frozenset(found)
 
 
