@@ -10,7 +10,7 @@ the checks every system shares, and the split of episodes from rejects.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import polars_hash as plh
@@ -204,6 +204,21 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+#: Go's zero time (``0001-01-01T00:00:00Z``) in microseconds since the epoch: what SQL casts of
+#: Zep's (and other Go servers') unset times give. It is no time.
+_GO_ZERO_US = (datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _without_zero_times(staged: pl.DataFrame) -> pl.DataFrame:
+    """Every staged timestamp that is Go's zero time made null (the Python path's parser does the
+    same; this covers the times a connector's SQL cast)."""
+    times = [name for name, dtype in staged.schema.items() if isinstance(dtype, pl.Datetime)]
+    return staged.with_columns(
+        pl.when(pl.col(name).dt.epoch("us") == _GO_ZERO_US).then(None).otherwise(pl.col(name)).alias(name)
+        for name in times
+    )
+
+
 def episode_id(tenant_id: str, system: str) -> pl.Expr:
     """``ep_`` + SHA-256 of (tenant, system, ``source_id``): the same source id in two tenants is
     two episodes. The tenant goes first with its UTF-8 length (``<n>:<tenant>``), so no tenant or
@@ -230,6 +245,7 @@ def finish(
     if missing_columns:  # a connector bug, not a data problem: say which column
         raise TypeError(f"{system} connector SQL does not produce {', '.join(missing_columns)}")
     scope, missing = _scope_expr(options.scope_template)
+    staged = _without_zero_times(staged)
     staged = staged.with_columns(
         content_bytes=pl.col("content").str.len_bytes(),
         content_sha256=plh.col("content").chash.sha2_256(),
