@@ -219,7 +219,8 @@ def parse_time(value: Any, field: str, *, unit: TimeUnit | None = None) -> datet
     fractional digits cut to microseconds). Go's zero time (``0001-01-01T00:00:00Z``, what Zep
     and other Go servers write for an unset time) is null, like a missing time. Numbers are
     accepted only when the connector states their ``unit`` for this field (``s``, ``ms``, ``us``),
-    as numbers or as digit strings; the unit is never guessed from the magnitude. Anything else is ``bad_timestamp`` naming the field.
+    as numbers or as digit strings; the unit is never guessed from the magnitude. Anything else is
+    ``bad_timestamp`` naming the field.
     """
     if value is None:
         return None
