@@ -16,24 +16,35 @@ Formats, told apart by content (never by name):
 An agent file is read whole (a few MB): :mod:`connectors.letta.document` hashes the very bytes it
 parses (hence its own parser over ``records.read_whole`` rather than ``records.load_document``).
 A broken one (cut short, invalid JSON or UTF-8 past some point) keeps every record finished
-before the break and ends with one ``malformed_document`` / ``invalid_utf8`` reject naming where
-it broke; a record nested deeper than ``records.MAX_DEPTH`` is one ``too_deep`` reject.
+before the break and ends with one ``truncated_document`` (the file ends inside the document) /
+``malformed_document`` / ``invalid_utf8`` reject naming where it broke; a record nested deeper
+than ``records.MAX_DEPTH`` is one ``too_deep`` reject. A file broken *as published* (a document
+cut off, then a complete document appended; or two documents back to back) gives every complete
+document whole (keys ``<sha256>/<n>:<local id>`` for the n-th document after the first), the cut
+one's finished records, and one ``truncated_document`` reject naming where it is cut and where
+the next begins; finished records of an agent whose name and id were cut off (legacy files write
+them after ``messages``) are ``truncated_document`` rejects too: nothing says whose they are.
 Mapping (``source`` = ``agent_file`` or ``archival_memory``):
 
 * A **message** becomes a ``message`` episode at its ``created_at``, with the text Letta really
   shows: for an assistant, the ``message`` argument of its ``send_message`` tool calls (then the
   content parts, MemGPT's inner thoughts, stay in metadata); a user turn that is a
-  ``{"type": "user_message", "message": …}`` wrapper is unwrapped, a ``system_alert`` one becomes a
-  ``system`` message (it carries the summaries of evicted history). Roles: ``function`` → ``tool``,
+  ``{"type": "user_message", "message": …}`` wrapper is unwrapped. Roles: ``function`` → ``tool``,
   ``summary`` → ``system``. Author: the message ``name``, else the agent (assistant) or
   ``sender_id`` (user). Metadata ``_letta.in_context`` says whether the message was in the agent's
   context window (from ``in_context_message_ids``, or the legacy ``in_context_message_indices``).
 * Skipped on purpose, each a skip reject (``hidden_node`` / ``empty_node``) that keeps the raw
-  record: the first system message (the compiled system prompt: the agent's ``system`` plus the
-  blocks rendered in, both imported on their own); ``heartbeat`` and ``login`` wrappers (Letta
-  talking to itself); an agent's inner thoughts and tool calls without ``send_message`` when the
+  record: every compiled system prompt (the agent's ``system`` plus the blocks rendered in, both
+  imported on their own): the first system message, and each copy Letta recompiles when memory
+  changes, known by its markers (``### Memory [last modified:``, ``Core memory shown below``,
+  ``<memory_blocks>``, ``<memory_metadata>``, ``<base_instructions>``) or by starting with the
+  agent's ``system``; ``heartbeat``, ``login`` and ``system_alert`` wrappers (Letta talking to
+  itself, not the user); an agent's inner thoughts and tool calls without ``send_message`` when the
   agent speaks only through ``send_message`` (``memgpt_agent``, ``memgpt_v2_agent``, or any agent
-  that ever calls it); assistant messages with only tool calls; ``send_message``'s own receipts;
+  that ever calls it); assistant messages with only tool calls; ``send_message``'s own receipts
+  (a tool message named ``send_message``, or answering a ``send_message`` call through its
+  ``tool_call_id`` or a ``tool_returns[].tool_call_id``: real files name it null or after the
+  agent);
   ``approval`` steps; messages, blocks, files and agents without text.
 * An **agent** becomes a ``document`` episode whose content is its ``system`` prompt, observed at
   its ``created_at`` (legacy) or the file's ``created_at``; its configuration (tool rules, LLM and
