@@ -143,3 +143,17 @@ def test_a_file_that_just_ends_is_a_truncation(tmp_path: Path) -> None:
     episodes, rejects = frames(path)
     assert episodes["content"].to_list() == ["turn 1", "turn 2"]
     assert reasons(rejects) == {2: "truncated_document"}
+
+
+def test_looking_for_appended_documents_is_bounded(tmp_path: Path) -> None:
+    """A broken file with many places where a document could start (each parsing on to the end
+    of the file before it fails) costs a few parses of the file, not one per place."""
+    from tests.hostile import ingest_bounded
+
+    opener = b'\n{"agents": [{"a": "' + b"x" * 100_000 + b'"},'  # valid to the end, never closed
+    data = b'{"agents": [' + opener * 100  # 10 MB: 500 MB of parsing if every place were tried
+    out = ingest_bounded(tmp_path, {"letta/broken.af": data}, timeout=60.0)
+    assert not out.killed, out.stderr
+    counts = out.counts("letta/broken.af")
+    assert counts["accepted"] == 0 and counts["read"] == counts["rejected"] > 0
+    assert out.wall < 10, out.wall

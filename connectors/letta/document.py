@@ -44,8 +44,10 @@ _CLOSE_TRIES = 8
 #: Where a following document may start: a ``{`` at the margin, or one opening an agent file's
 #: first key (compact files have no line breaks).
 _STARTS = re.compile(r'(?m)^\{|\{(?=\s*"(?:agents|agent_type|core_memory)")')
-#: How many such places are tried (each a parse to the end of the file at worst).
+#: How many such places are tried, and how many times the file's length their parses may cost
+#: together (each is a parse to the end of the file at worst).
 _MAX_TRIES = 64
+_PARSE_BUDGET = 4
 
 
 @dataclass
@@ -141,6 +143,7 @@ def _documents(textual: str, sha: str, bom: int) -> list[Document] | None:
     spans: list[tuple[int, int, Any]] = []  # (start, end, value or None when cut)
     at = len(textual) - len(textual.lstrip())
     tries = 0
+    budget = _PARSE_BUDGET * len(textual)
     while at < len(textual):
         whole = _decode_at(textual, at)
         if whole is not None:
@@ -151,7 +154,8 @@ def _documents(textual: str, sha: str, bom: int) -> list[Document] | None:
         following = None
         for found in _STARTS.finditer(textual, at + 1):
             tries += 1
-            if tries > _MAX_TRIES:
+            budget -= len(textual) - found.start()
+            if tries > _MAX_TRIES or budget < 0:
                 break
             if _is_agent_file((decoded := _decode_at(textual, found.start())) and decoded[0]):
                 following = found.start()
