@@ -9,7 +9,7 @@ reason and its position. (Duplicates are found later, by the store, across the w
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -23,13 +23,23 @@ DEFAULT_BATCH_ROWS = 100_000
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
+#: Identity columns a value taken from the dump's path fills where a record has none.
+PATH_IDENTITY = ("user_id", "agent_id", "session_id")
+
+
 @dataclass(frozen=True)
 class ReadOptions:
-    """Per-import settings. ``scope_template`` is filled per row, e.g. ``org:acme/user:{user_id}``."""
+    """Per-import settings. ``scope_template`` is filled per row, e.g. ``org:acme/user:{user_id}``.
+
+    ``path_fields`` are values named in the dump's path (see :func:`path_captures`): they fill
+    the template's placeholders of the same name, and the ``user_id``/``agent_id``/``session_id``
+    columns, wherever a record has no value of its own (the record's own value wins).
+    """
 
     tenant_id: str
     scope_template: str
     batch_rows: int = DEFAULT_BATCH_ROWS
+    path_fields: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,15 +91,18 @@ class Connector:
         tenant_id: str,
         scope_template: str | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        path_fields: Mapping[str, str] | None = None,
     ) -> Iterator[Batch]:
-        """Yield the dump at ``path`` on ``fs`` as canonical batches."""
+        """Yield the dump at ``path`` on ``fs`` as canonical batches (``path_fields``: values
+        named in the dump's path, see :class:`ReadOptions`)."""
         template = scope_template or self.default_scope_template
-        check_scope_template(template, self.scope_fields, system=self.name)
+        fields = dict(path_fields or {})
+        check_scope_template(template, (*self.scope_fields, *fields), system=self.name)
         if not tenant_id:
             raise ConfigError(f"{self.name}: tenant_id is empty; set MEMPORT_TENANT_ID.")
         if batch_rows < 1:
             raise ConfigError(f"{self.name}: batch_rows must be positive, got {batch_rows}.")
-        yield from self.read_fn(fs, path, ReadOptions(tenant_id, template, batch_rows))
+        yield from self.read_fn(fs, path, ReadOptions(tenant_id, template, batch_rows, fields))
 
 
 def scope_placeholders(template: str) -> list[str]:
@@ -106,3 +119,48 @@ def check_scope_template(template: str, available: tuple[str, ...], *, system: s
             f"{system}: scope template {template!r} uses {{{unknown[0]}}}, which {system} dumps "
             f"do not have. Available placeholders: {', '.join(available)}."
         )
+
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def path_captures(pattern: str, relpath: str) -> dict[str, str] | None:
+    """The values a glob with named parts takes from a dump's path, or None when it does not match.
+
+    The glob is fnmatch's (``*`` and ``?`` match any characters, ``/`` too; ``[...]`` a set) with
+    ``{name}`` for one whole path segment, captured: ``sessions/{session_id}/*.json`` matches
+    ``sessions/s-42/page-1.json`` and gives ``{"session_id": "s-42"}``. A name used twice must
+    capture the same text both times.
+    """
+    out = ""
+    pos = 0
+    names: list[str] = []
+    for found in _CAPTURE.finditer(pattern):
+        out += _glob_regex(pattern[pos : found.start()])
+        name = found.group(1)
+        out += f"(?P={name})" if name in names else f"(?P<{name}>[^/]+)"
+        names.append(name)
+        pos = found.end()
+    out += _glob_regex(pattern[pos:])
+    matched = re.fullmatch(out, relpath, re.S)
+    return None if matched is None else {k: v for k, v in matched.groupdict().items() if v is not None}
+
+
+def _glob_regex(glob: str) -> str:
+    """fnmatch's translation of a glob piece, without its anchors (it is part of a larger one)."""
+    out = ""
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        i += 1
+        if c == "*":
+            out += ".*"
+        elif c == "?":
+            out += "."
+        elif c == "[" and (end := glob.find("]", i + 1 if glob[i : i + 1] in ("!", "]") else i)) != -1:
+            body = glob[i:end].replace("\\", "\\\\")
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
+            i = end + 1
+        else:
+            out += re.escape(c)
+    return out

@@ -12,6 +12,12 @@ Mapping: export lines keep their type; ``source_id`` = ``episode_id``; idempoten
 text of ``data``), ``blob_ref`` → ``document`` (content is the transcript), ``triple`` →
 ``observation``; their ``idempotency_key`` is kept as given and is also the ``source_id``.
 A line whose own ``tenant_id`` differs from the import's tenant is rejected, never re-homed.
+
+A line is an import envelope when it has ``modality``, or a ``content`` object and no
+``episode_id``. Text that is not a JSON string is ``wrong_type`` in both kinds of line, naming the
+field (``content`` of an export line, ``content.text`` / ``content.transcript`` of an envelope),
+never imported as the JSON text of what was there (``content.data`` of ``kind: json`` is JSON by
+definition). Go's zero time (``0001-01-01T00:00:00Z``) is no time (``missing_field``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from fsspec import AbstractFileSystem
 from connectors.base import Batch, Connector, ReadOptions
 from connectors.kit import normalize
 from connectors.kit.sources import RecordShape
-from connectors.kit.sql import PARSED_CTE, metadata_sql, quote_literal
+from connectors.kit.sql import PARSED_CTE, json_type_name, metadata_sql, quote_literal
 
 NAME = "cortexdb"
 VERSION = "1.0.0"
@@ -89,9 +95,10 @@ _SQL = f"""
 WITH {PARSED_CTE},
 shaped AS (
   SELECT *,
-    json_type(r.content) = 'OBJECT' OR r.modality IS NOT NULL AS envelope,
+    r.modality IS NOT NULL OR (json_type(r.content) = 'OBJECT' AND r.episode_id IS NULL) AS envelope,
     r.content ->> '$.kind' AS kind,
-    r.context ->> '$.observed_at' AS ctx_observed_at
+    r.context ->> '$.observed_at' AS ctx_observed_at,
+    CASE r.content ->> '$.kind' WHEN 'message' THEN 'text' WHEN 'blob_ref' THEN 'transcript' END AS text_key
   FROM parsed
 ),
 typed AS (
@@ -118,6 +125,7 @@ checked AS (
       WHEN raw_type IS NULL THEN 'invalid_json'
       WHEN NOT ok THEN 'not_an_object'
       WHEN NOT envelope AND json_type(r.content) NOT IN ('VARCHAR') THEN 'wrong_type'
+      WHEN envelope AND json_type(r.content, '$.' || text_key) NOT IN ('VARCHAR', 'NULL') THEN 'wrong_type'
       WHEN envelope AND kind IS NULL THEN 'missing_field'
       WHEN observed_text IS NOT NULL AND observed_ts IS NULL THEN 'bad_timestamp'
       WHEN r.tenant_id IS NOT NULL AND r.tenant_id <> $tenant THEN 'tenant_mismatch'
@@ -132,9 +140,11 @@ SELECT
     WHEN reason IS NOT NULL THEN detail
     WHEN why = 'invalid_json' THEN 'line is not valid JSON'
     WHEN why = 'not_an_object' THEN 'line is a JSON ' || lower(raw_type) || ', not an object'
+    WHEN why = 'wrong_type' AND envelope
+      THEN 'field content.' || text_key || ' is a JSON '
+        || {json_type_name("json_type(r.content, '$.' || text_key)")} || ', expected a string'
     WHEN why = 'wrong_type'
-      THEN 'field content is a JSON ' || lower(coalesce(json_type(r.content), 'null'))
-        || ', expected a string'
+      THEN 'field content is a JSON ' || {json_type_name("json_type(r.content)")} || ', expected a string'
     WHEN why = 'missing_field' THEN 'import line has no content.kind'
     WHEN why = 'bad_timestamp'
       THEN 'observed time ' || observed_text || ' is not an ISO 8601 timestamp'

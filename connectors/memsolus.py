@@ -10,17 +10,24 @@ array under ``memories``, ``data`` or ``results``; JSON Lines; CSV whose header 
                                             (surrounding backticks allowed)
     - **user_id:** user_123              <- field list right after the heading (blank lines before
     - **priority:** HIGH                    it allowed): "- **name:** value" or "- **name**: value",
-    - **categories:** preferences, engineering      one per line, up to the first blank line;
+    - **categories:** preferences, engineering      one per line;
     - **metadata:** {"origin": "chat"}   <- categories comma-separated or a JSON array; metadata
-    - **created_at:** 2025-06-01T12:00:00.000Z      JSON; an empty value is null
+    - **created_at:** 2025-06-01T12:00:00.000Z      JSON; an empty value, or "—" ("–", "-"), is null
                                          <- blank line
     The user prefers TypeScript          <- content: every line after that, up to the next entry,
     for new services.                       surrounding blank lines and a trailing "---" dropped
 
+or the other way round, just as plausible (the layout is undocumented): the content paragraph
+right after the heading, then a blank line and the field list ending the entry (before a trailing
+``---``). A field list is a run of lines starting ``- **``: the one right after the heading, else
+the one ending the entry.
+
 A "## " line inside a fenced code block (```` ``` ```` or ``~~~``) is content, not a new entry.
 In the field list, a line that is not a field, or a field given twice, makes the entry a
-``bad_value`` reject (detail: the line number). A Markdown file whose first entry has no field
-list, or that has no entry at all and does not call itself a Memsolus export, is not one.
+``bad_value`` reject naming the line; an entry with no field list before or after its text is a
+``missing_field`` reject naming its line. Only a Markdown file that does not call itself a
+Memsolus export (title) and whose first entry has no field list, or that has no entry at all, is
+not one (``DumpFormatError``, naming the line).
 
 Mapping: one ``observation`` episode per memory; ``source_id`` = ``id``, idempotency key
 ``memsolus:<id>``; ``user_id``/``agent_id``/``session_id`` kept (and scope placeholders);
@@ -159,6 +166,10 @@ def _status(value: str | None) -> str:
 _ENTRY = re.compile(r"##(\s.*)?")
 _FIELD = re.compile(r"[-*]\s+\*\*(?:(\w+):\*\*|(\w+)\*\*\s*:)(.*)")
 _FENCE = re.compile(r"\s{0,3}(```|~~~)")
+_FIELDISH = re.compile(r"[-*]\s+\*\*")
+_RULES = ("---", "***", "___")
+#: Field values that mean "no value": empty, or the dash a table or an export prints for null.
+_NULLS = ("", "—", "–", "-")
 
 
 def _is_markdown(first_line: str) -> bool:
@@ -185,7 +196,7 @@ def markdown_items(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
             heading = fence is None and not marker and _ENTRY.fullmatch(line)
             if heading:
                 if pos >= 0:
-                    yield _entry(pos, entry, start, size, uri)
+                    yield _entry(pos, entry, start, size, uri, title)
                 pos, entry, size, start = pos + 1, [line], length, number
             elif pos < 0:
                 title = title or (line.strip()[:200] if line.strip() else "")
@@ -195,13 +206,13 @@ def markdown_items(fs: AbstractFileSystem, path: str) -> Iterator[Item | Row]:
             else:
                 size += length + 1  # counted, no longer kept
     if pos >= 0:
-        yield _entry(pos, entry, start, size, uri)
+        yield _entry(pos, entry, start, size, uri, title)
     elif "memsolus" not in title.lower():
         found = f"a Markdown document without '## <id>' entries, titled {title[:80]!r}"
         raise DumpFormatError(uri, "Memsolus Markdown export", found)
 
 
-def _entry(pos: int, lines: list[str], start: int, size: int, uri: str) -> Item | Row:
+def _entry(pos: int, lines: list[str], start: int, size: int, uri: str, title: str) -> Item | Row:
     raw = "\n".join(lines).rstrip()
     try:
         raw.encode("utf-8")
@@ -219,29 +230,53 @@ def _entry(pos: int, lines: list[str], start: int, size: int, uri: str) -> Item 
             RejectReason.PAYLOAD_TOO_LARGE,
             f"entry at line {start} holds {size} characters; the content limit is {MAX_CONTENT_BYTES} bytes",
         )
+    heading = _ENTRY.fullmatch(lines[0])
+    assert heading is not None
+    ident_ = _unquote(heading.group(1) or "") or None
     try:
         fields, content = _parse_entry(lines, start)
     except Rejected as exc:
         return rejected(pos, raw, exc)
-    if pos == 0 and not fields:
-        found = f"a Markdown document whose first entry ({lines[0]!r}, line {start}) has no field list"
-        raise DumpFormatError(uri, "Memsolus Markdown export", found)
-    heading = _ENTRY.fullmatch(lines[0])
-    assert heading is not None
-    fields["id"] = _unquote(heading.group(1) or "") or None
+    if not fields:
+        if pos == 0 and "memsolus" not in title.lower():  # nothing says this is an export at all
+            found = f"a Markdown document whose first entry ({lines[0]!r}, line {start}) has no field list"
+            raise DumpFormatError(uri, "Memsolus Markdown export", found)
+        detail = (
+            f"entry {ident_ or '(no id)'} at line {start} has no field list ('- **name:** value' lines) "
+            "before or after its text"
+        )
+        return reject(pos, raw, RejectReason.MISSING_FIELD, detail)
+    fields["id"] = ident_
     fields["content"] = content
     return Item(pos, raw, fields, "markdown")
 
 
 def _parse_entry(lines: list[str], start: int) -> tuple[dict[str, Any], str | None]:
+    """(fields, content) of one entry: the field list is the run of ``- **`` lines right after
+    the heading, else the run that ends the entry (after the content); the rest is content."""
+    end = len(lines)
+    while end > 1 and (not lines[end - 1].strip() or lines[end - 1].strip() in _RULES):
+        end -= 1  # trailing blank lines and a closing rule
+    first = 1
+    while first < end and not lines[first].strip():
+        first += 1
+    stop = first
+    while stop < end and _FIELDISH.match(lines[stop]):
+        stop += 1
+    if stop > first:  # the field list first, the content after it
+        return _fields(lines, first, stop, start), _content(lines[stop:end])
+    begin = end
+    while begin > first and _FIELDISH.match(lines[begin - 1]):
+        begin -= 1
+    if begin < end and begin > first and not lines[begin - 1].strip():  # the content, then the list
+        return _fields(lines, begin, end, start), _content(lines[first:begin])
+    return {}, _content(lines[first:end])
+
+
+def _fields(lines: list[str], first: int, stop: int, start: int) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    i = 1
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    while i < len(lines) and lines[i].strip():
+    for i in range(first, stop):
         line = lines[i]
-        if not re.match(r"[-*]\s+\*\*", line):
-            break  # no field list (or its end): the content starts here
         match = _FIELD.fullmatch(line)
         if match is None:
             raise Rejected(
@@ -255,15 +290,14 @@ def _parse_entry(lines: list[str], start: int) -> tuple[dict[str, Any], str | No
             )
         if name in fields:
             raise Rejected(RejectReason.BAD_VALUE, f"line {start + i}: field {name} is given twice")
-        fields[name] = _unquote(match.group(3)) or None
-        i += 1
-    body = lines[i:]
-    while body and not body[-1].strip():
-        body.pop()
-    if body and body[-1].strip() in ("---", "***", "___"):
-        body.pop()
+        value = _unquote(match.group(3))
+        fields[name] = None if value in _NULLS else value
+    return fields
+
+
+def _content(body: list[str]) -> str | None:
     content = "\n".join(body).strip("\n")
-    return fields, content if content.strip() else None
+    return content if content.strip() else None
 
 
 def _unquote(value: str) -> str:

@@ -37,7 +37,10 @@ def _rows(frame: pl.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("system", "name", "expected"), CASES, ids=[f"{s}/{n}" for s, n, _ in CASES])
 def test_fixture_gives_expected_episodes(system: str, name: str, expected: dict[str, Any]) -> None:
     batches = read_all(
-        registry.get(system), FIXTURES / system / name, scope_template=expected["scope_template"]
+        registry.get(system),
+        FIXTURES / system / name,
+        scope_template=expected["scope_template"],
+        path_fields=expected.get("path_fields"),  # as a MEMPORT_SCOPE_TEMPLATES glob would name them
     )
     episodes = pl.concat([b.episodes for b in batches])
     rejects = pl.concat([b.rejects for b in batches])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import duckdb
 import pytest
 
 from connectors import registry
+from connectors.base import path_captures
 from pipelines.orchestration.assets import INGEST_ASSETS, episode_catalog
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import (
@@ -171,6 +173,23 @@ def test_scope_templates_per_system_and_per_dump_glob() -> None:
     assert settings.scope_template("mem0", "h/history.db") == "x"  # the longest matching glob
     assert settings.scope_template("zep", "page.json") is None  # the connector's default
     assert ImportSettings(tenant_id="acme").scope_template("mem0", "a.json") is None
+    assert settings.path_fields("mem0", "history.db") == {}
+
+
+def test_scope_template_globs_name_parts_of_the_path() -> None:
+    settings = ImportSettings(
+        tenant_id="acme",
+        scope_templates=json.dumps(
+            {"zep": "{owner}", "zep/sessions/{session_id}/*.json": "org:acme/session:{session_id}"}
+        ),
+    )
+    relpath = "sessions/s-42/page-1.json"
+    assert settings.scope_template("zep", relpath) == "org:acme/session:{session_id}"
+    assert settings.path_fields("zep", relpath) == {"session_id": "s-42"}
+    assert settings.scope_template("zep", "sessions/page-1.json") == "{owner}"  # {name} needs a segment
+    assert path_captures("a/{x}/{x}.json", "a/b/b.json") == {"x": "b"}
+    assert path_captures("a/{x}/{x}.json", "a/b/c.json") is None
+    assert path_captures("[!a]*.db", "history.db") == {}
 
 
 def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp_path: Path) -> None:

@@ -121,10 +121,15 @@ def test_text_is_taken_where_letta_put_it(tmp_path: Path) -> None:
     assert got == [
         ("user", "hello", None),
         ("assistant", "Hi there!", "planner"),
-        ("system", "Summary: said hi.", None),
         ("tool", "42 results", "archival_memory_search"),
     ]
-    assert reasons(rejects) == {1: "hidden_node", 4: "hidden_node", 5: "hidden_node", 7: "hidden_node"}
+    assert reasons(rejects) == {
+        1: "hidden_node",
+        4: "hidden_node",
+        5: "hidden_node",
+        6: "hidden_node",
+        7: "hidden_node",
+    }
     assert rejects.filter(pl.col("dump_record") == 7)["detail"].item() == (
         "agents[0].messages[6] (message-6): inner thoughts, not shown to the user "
         "(this agent speaks through send_message)"
@@ -247,7 +252,7 @@ def test_truncated_agent_file_keeps_the_finished_records(tmp_path: Path) -> None
     episodes, rejects = frames(path)
     assert episodes["content"].to_list() == ["turn 1", "turn 2"]  # the agent itself is unfinished
     assert episodes["scope"].unique().to_list() == ["agent:planner"]
-    assert reasons(rejects) == {2: "malformed_document"}
+    assert reasons(rejects) == {2: "truncated_document"}
     assert rejects["detail"].item().endswith("it breaks off inside agents[0].messages[2].content[0]")
 
 

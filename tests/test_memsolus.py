@@ -359,3 +359,78 @@ def test_foreign_and_binary_dumps_are_format_errors() -> None:
         read(json.dumps({"agents": [], "blocks": []}))
     with pytest.raises(DumpFormatError, match="found a zip file"):
         read(b"PK\x03\x04rest of an archive")
+
+
+def test_markdown_field_list_after_the_content_and_dashes_as_null() -> None:
+    doc = """# Memsolus export
+
+## mem_A
+
+The user prefers TypeScript for new services.
+Even for scripts.
+
+- **user_id:** user_123
+- **agent_id:** —
+- **session_id:**
+- **priority:** HIGH
+- **created_at:** 2025-06-01T12:00:00.000Z
+
+---
+
+## mem_B
+
+- **user_id:** user_123
+- **agent_id:** –
+- **created_at:** 2025-06-02T12:00:00Z
+
+Field list first, as before.
+
+## mem_C
+
+Pages go to the billing on-call channel.
+
+- **user_id:** user_456
+- **priority** HIGH
+- **created_at:** 2025-06-03T11:00:00Z
+
+## mem_D
+
+A paragraph with no field list at all.
+"""
+    episodes, rejects = read(doc, name="export.md")
+    assert rows(episodes, ["dump_record", "content", "user_id", "agent_id", "session_id", "priority"]) == [
+        {
+            "dump_record": 0,
+            "content": "The user prefers TypeScript for new services.\nEven for scripts.",
+            "user_id": "user_123",
+            "agent_id": None,
+            "session_id": None,
+            "priority": "HIGH",
+        },
+        {
+            "dump_record": 1,
+            "content": "Field list first, as before.",
+            "user_id": "user_123",
+            "agent_id": None,
+            "session_id": None,
+            "priority": None,
+        },
+    ]
+    assert reject_rows(rejects) == [
+        (2, "bad_value", "line 29: '- **priority** HIGH' is not a field line '- **name:** value'"),
+        (
+            3,
+            "missing_field",
+            "entry mem_D at line 32 has no field list ('- **name:** value' lines) before or after its text",
+        ),
+    ]
+
+
+def test_markdown_export_whose_first_entry_has_no_fields_is_still_read() -> None:
+    doc = (
+        "# Memsolus export\n\n## mem_X\n\nNo fields here.\n\n"
+        "## mem_Y\n\nText.\n\n- **user_id:** u\n- **created_at:** 2025-06-01T00:00:00Z\n"
+    )
+    episodes, rejects = read(doc, name="export.md")
+    assert episodes["source_id"].to_list() == ["mem_Y"]
+    assert reject_rows(rejects)[0][:2] == (0, "missing_field")

@@ -333,3 +333,43 @@ def test_reads_from_memory_filesystem_in_bounded_batches() -> None:
     batches = list(ZEP.read(fs, "/zep/edges.json", tenant_id="acme", scope_template=FIXED, batch_rows=10))
     assert [b.read for b in batches] == [10, 10, 5]
     assert batches[0].episodes["dump_uri"][0] == "memory:///zep/edges.json"
+
+
+def test_a_message_page_takes_its_session_from_the_dump_path(tmp_path: Path) -> None:
+    """A v2 ``MessageListResponse`` page has no session id: the path it was saved under does."""
+    from pipelines.orchestration.resources import ImportSettings
+    from pipelines.store.episodes import EpisodeStore
+    from pipelines.store.ingest import ingest_dump
+    from pipelines.store.locations import Location
+
+    page = {"messages": [message(1, role="Priya", role_type="user")], "row_count": 1, "total_count": 1}
+    folder = tmp_path / "landing" / "zep" / "users" / "priya" / "sessions" / "s-42"
+    folder.mkdir(parents=True)
+    write(folder, page, "page-1.json")
+    settings = ImportSettings(
+        tenant_id="acme",
+        scope_templates=json.dumps(
+            {"zep/users/{user_id}/sessions/{session_id}/*.json": "user:{user_id}/session:{session_id}"}
+        ),
+    )
+    relpath = "users/priya/sessions/s-42/page-1.json"
+    assert settings.path_fields("zep", relpath) == {"user_id": "priya", "session_id": "s-42"}
+    result = ingest_dump(
+        EpisodeStore.from_url(str(tmp_path / "store")),
+        Location.from_url(str(tmp_path / "landing")),
+        "zep",
+        relpath,
+        tenant_id="acme",
+        scope_template=settings.scope_template("zep", relpath),
+        path_fields=settings.path_fields("zep", relpath),
+    )
+    assert result.counts["accepted"] == 1
+    row = result.preview.row(0, named=True)
+    assert (row["scope"], row["user_id"], row["session_id"]) == ("user:priya/session:s-42", "priya", "s-42")
+
+
+def test_path_fields_fill_only_what_the_record_lacks(tmp_path: Path) -> None:
+    page = {"messages": [message(1, role="user"), message(2, role="user", session_id="own")]}
+    dump = write(tmp_path, page, "page.json")
+    rows = episodes(dump, "session:{session_id}", path_fields={"session_id": "s-42"})
+    assert [(r["scope"], r["session_id"]) for r in rows] == [("session:s-42", "s-42"), ("session:own", "own")]

@@ -10,14 +10,14 @@ the checks every system shares, and the split of episodes from rejects.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from connectors.base import Batch, ReadOptions, Unread, scope_placeholders
+from connectors.base import PATH_IDENTITY, Batch, ReadOptions, Unread, scope_placeholders
 from connectors.errors import DumpFormatError
 from connectors.kit import bounded, sources
 from connectors.schema import (
@@ -204,6 +204,35 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+#: Go's zero time (``0001-01-01T00:00:00Z``) in microseconds since the epoch: what SQL casts of
+#: Zep's (and other Go servers') unset times give. It is no time.
+_GO_ZERO_US = (datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _with_path_fields(staged: pl.DataFrame, options: ReadOptions) -> pl.DataFrame:
+    """Values named in the dump's path fill the scope placeholders and identity columns of the
+    same name where a record has none (``ReadOptions.path_fields``)."""
+    fills = []
+    for name, value in options.path_fields.items():
+        for column in (f"scope_{name}", *([name] if name in PATH_IDENTITY else [])):
+            if column in staged.columns:
+                empty = pl.col(column).is_null() | (pl.col(column) == "")
+                fills.append(pl.when(empty).then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
+            elif column.startswith("scope_"):
+                fills.append(pl.lit(value, pl.String).alias(column))
+    return staged.with_columns(fills) if fills else staged
+
+
+def _without_zero_times(staged: pl.DataFrame) -> pl.DataFrame:
+    """Every staged timestamp that is Go's zero time made null (the Python path's parser does the
+    same; this covers the times a connector's SQL cast)."""
+    times = [name for name, dtype in staged.schema.items() if isinstance(dtype, pl.Datetime)]
+    return staged.with_columns(
+        pl.when(pl.col(name).dt.epoch("us") == _GO_ZERO_US).then(None).otherwise(pl.col(name)).alias(name)
+        for name in times
+    )
+
+
 def episode_id(tenant_id: str, system: str) -> pl.Expr:
     """``ep_`` + SHA-256 of (tenant, system, ``source_id``): the same source id in two tenants is
     two episodes. The tenant goes first with its UTF-8 length (``<n>:<tenant>``), so no tenant or
@@ -230,6 +259,7 @@ def finish(
     if missing_columns:  # a connector bug, not a data problem: say which column
         raise TypeError(f"{system} connector SQL does not produce {', '.join(missing_columns)}")
     scope, missing = _scope_expr(options.scope_template)
+    staged = _with_path_fields(_without_zero_times(staged), options)
     staged = staged.with_columns(
         content_bytes=pl.col("content").str.len_bytes(),
         content_sha256=plh.col("content").chash.sha2_256(),

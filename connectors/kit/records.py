@@ -204,6 +204,8 @@ def str_list(value: Any, field: str) -> list[str] | None:
     return value
 
 
+#: Go's ``time.Time{}``: an unset time, never a real one (no dump holds events of year 1).
+GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -214,9 +216,11 @@ def parse_time(value: Any, field: str, *, unit: TimeUnit | None = None) -> datet
     """A timestamp in UTC, or None for null.
 
     Text is ISO 8601 (``Z``, offsets, naive = UTC, date-only = midnight UTC, more than six
-    fractional digits cut to microseconds). Numbers are accepted only when the connector states
-    their ``unit`` for this field (``s``, ``ms``, ``us``), as numbers or as digit strings; the unit
-    is never guessed from the magnitude. Anything else is ``bad_timestamp`` naming the field.
+    fractional digits cut to microseconds). Go's zero time (``0001-01-01T00:00:00Z``, what Zep
+    and other Go servers write for an unset time) is null, like a missing time. Numbers are
+    accepted only when the connector states their ``unit`` for this field (``s``, ``ms``, ``us``),
+    as numbers or as digit strings; the unit is never guessed from the magnitude. Anything else is
+    ``bad_timestamp`` naming the field.
     """
     if value is None:
         return None
@@ -235,7 +239,8 @@ def parse_time(value: Any, field: str, *, unit: TimeUnit | None = None) -> datet
         raise Rejected(
             RejectReason.BAD_TIMESTAMP, f"field {field} is a JSON {json_type(value)}, expected a timestamp"
         )
-    return parse_iso(value, field)
+    parsed = parse_iso(value, field)
+    return None if parsed == GO_ZERO_TIME else parsed
 
 
 def parse_iso(value: str, field: str) -> datetime:

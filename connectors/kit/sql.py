@@ -84,6 +84,16 @@ def not_a_string(value: str, raw: str, path: str, *, numbers_ok: bool = False) -
     return f"{looks} AND json_type({raw}, {path}) NOT IN {allowed}"
 
 
+def json_type_name(json_type: str) -> str:
+    """SQL: the JSON type name (``object``, ``number``…, as ``records.json_type`` says it) of a
+    DuckDB ``json_type(...)`` result, for reject details."""
+    return (
+        f"CASE {json_type} WHEN 'VARCHAR' THEN 'string' WHEN 'OBJECT' THEN 'object' "
+        "WHEN 'ARRAY' THEN 'array' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'NULL' THEN 'null' "
+        f"WHEN NULL THEN 'null' ELSE 'number' END"
+    )
+
+
 def not_a_list(value: str, raw: str, key: str) -> str:
     """SQL: a field read as VARCHAR[] came out NULL because the record holds a non-list there."""
     return (

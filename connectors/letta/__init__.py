@@ -16,24 +16,35 @@ Formats, told apart by content (never by name):
 An agent file is read whole (a few MB): :mod:`connectors.letta.document` hashes the very bytes it
 parses (hence its own parser over ``records.read_whole`` rather than ``records.load_document``).
 A broken one (cut short, invalid JSON or UTF-8 past some point) keeps every record finished
-before the break and ends with one ``malformed_document`` / ``invalid_utf8`` reject naming where
-it broke; a record nested deeper than ``records.MAX_DEPTH`` is one ``too_deep`` reject.
+before the break and ends with one ``truncated_document`` (the file ends inside the document) /
+``malformed_document`` / ``invalid_utf8`` reject naming where it broke; a record nested deeper
+than ``records.MAX_DEPTH`` is one ``too_deep`` reject. A file broken *as published* (a document
+cut off, then a complete document appended; or two documents back to back) gives every complete
+document whole (keys ``<sha256>/<n>:<local id>`` for the n-th document after the first), the cut
+one's finished records, and one ``truncated_document`` reject naming where it is cut and where
+the next begins; finished records of an agent whose name and id were cut off (legacy files write
+them after ``messages``) are ``truncated_document`` rejects too: nothing says whose they are.
 Mapping (``source`` = ``agent_file`` or ``archival_memory``):
 
 * A **message** becomes a ``message`` episode at its ``created_at``, with the text Letta really
   shows: for an assistant, the ``message`` argument of its ``send_message`` tool calls (then the
   content parts, MemGPT's inner thoughts, stay in metadata); a user turn that is a
-  ``{"type": "user_message", "message": …}`` wrapper is unwrapped, a ``system_alert`` one becomes a
-  ``system`` message (it carries the summaries of evicted history). Roles: ``function`` → ``tool``,
+  ``{"type": "user_message", "message": …}`` wrapper is unwrapped. Roles: ``function`` → ``tool``,
   ``summary`` → ``system``. Author: the message ``name``, else the agent (assistant) or
   ``sender_id`` (user). Metadata ``_letta.in_context`` says whether the message was in the agent's
   context window (from ``in_context_message_ids``, or the legacy ``in_context_message_indices``).
 * Skipped on purpose, each a skip reject (``hidden_node`` / ``empty_node``) that keeps the raw
-  record: the first system message (the compiled system prompt: the agent's ``system`` plus the
-  blocks rendered in, both imported on their own); ``heartbeat`` and ``login`` wrappers (Letta
-  talking to itself); an agent's inner thoughts and tool calls without ``send_message`` when the
+  record: every compiled system prompt (the agent's ``system`` plus the blocks rendered in, both
+  imported on their own): the first system message, and each copy Letta recompiles when memory
+  changes, known by its markers (``### Memory [last modified:``, ``Core memory shown below``,
+  ``<memory_blocks>``, ``<memory_metadata>``, ``<base_instructions>``) or by starting with the
+  agent's ``system``; ``heartbeat``, ``login`` and ``system_alert`` wrappers (Letta talking to
+  itself, not the user); an agent's inner thoughts and tool calls without ``send_message`` when the
   agent speaks only through ``send_message`` (``memgpt_agent``, ``memgpt_v2_agent``, or any agent
-  that ever calls it); assistant messages with only tool calls; ``send_message``'s own receipts;
+  that ever calls it); assistant messages with only tool calls; ``send_message``'s own receipts
+  (a tool message named ``send_message``, or answering a ``send_message`` call through its
+  ``tool_call_id`` or a ``tool_returns[].tool_call_id``: real files name it null or after the
+  agent);
   ``approval`` steps; messages, blocks, files and agents without text.
 * An **agent** becomes a ``document`` episode whose content is its ``system`` prompt, observed at
   its ``created_at`` (legacy) or the file's ``created_at``; its configuration (tool rules, LLM and
@@ -86,7 +97,7 @@ from connectors.letta.agentfile import (
     raw_text,
     user_from_tags,
 )
-from connectors.letta.document import read_document
+from connectors.letta.document import Document, read_documents
 from connectors.schema import RejectReason
 
 NAME = "letta"
@@ -154,27 +165,43 @@ def _object_line(line: bytes) -> Any:
 
 
 def _document(fs: AbstractFileSystem, path: str, uri: str) -> Iterator[Row]:
-    doc = read_document(fs, path, expected=_EXPECTED)
-    value = doc.value
+    docs = read_documents(fs, path, expected=_EXPECTED)
     rows: Iterable[Row]
+    if len(docs) > 1:  # broken as published: every document, each an agent file or a reject
+        rows = itertools.chain.from_iterable(_agent_file_or_reject(doc, len(docs)) for doc in docs)
+    else:
+        rows = _one_document(docs[0], uri)
+    for pos, row in enumerate(rows):
+        row["pos"] = pos
+        yield row
+
+
+def _agent_file_or_reject(doc: Document, count: int) -> Iterable[Row]:
+    if isinstance(doc.value, dict):
+        return AgentFile(doc).rows()
+    if doc.broken is not None:
+        return [records.rejected(0, None, doc.broken)]
+    found = f"a JSON {json_type(doc.value)}"
+    detail = f"document {doc.index + 1} of {count} is {found}, not a Letta agent file"
+    return [records.reject(0, raw_text(doc.value), RejectReason.MALFORMED_DOCUMENT, detail)]
+
+
+def _one_document(doc: Document, uri: str) -> Iterable[Row]:
+    value = doc.value
     if isinstance(value, dict) and ("agents" in value or _is_legacy(value)):
-        rows = AgentFile(doc).rows()
-    elif isinstance(value, list) or _is_passage(value):  # double-encoded passages
+        return AgentFile(doc).rows()
+    if isinstance(value, list) or _is_passage(value):  # double-encoded passages
         items = [
             (i, v) for i, v in enumerate(value if isinstance(value, list) else [value]) if doc.finished(v)
         ]
         ends = [records.rejected(len(items), None, doc.broken)] if doc.broken else []
-        rows = itertools.chain(_passages(items, _item_place, uri), ends)
-    elif doc.broken is not None and not isinstance(value, dict):
-        rows = [records.rejected(0, None, doc.broken)]
-    else:
-        found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
-        if not isinstance(value, dict):
-            found = f"a JSON {json_type(value)}"
-        raise DumpFormatError(uri, _EXPECTED, found)
-    for pos, row in enumerate(rows):
-        row["pos"] = pos
-        yield row
+        return itertools.chain(_passages(items, _item_place, uri), ends)
+    if doc.broken is not None and not isinstance(value, dict):
+        return [records.rejected(0, None, doc.broken)]
+    found = f"a JSON object with keys: {', '.join(list(value)[:8]) or 'no keys'}"
+    if not isinstance(value, dict):
+        found = f"a JSON {json_type(value)}"
+    raise DumpFormatError(uri, _EXPECTED, found)
 
 
 def _is_legacy(value: dict[str, Any]) -> bool:

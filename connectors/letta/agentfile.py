@@ -14,7 +14,7 @@ from typing import Any
 from connectors.kit import records
 from connectors.kit.records import Rejected, Row, ident, json_type, parse_time, str_list, text
 from connectors.letta.document import Document
-from connectors.letta.messages import calls_send_message, message_text
+from connectors.letta.messages import Speaker, calls_send_message, message_text, send_message_calls
 from connectors.schema import RejectReason
 
 #: Agent types whose user-visible reply is only ever the ``send_message`` tool call.
@@ -35,8 +35,11 @@ class Agent:
     local_id: str | None
     name: str | None
     user_id: str | None
-    speaks_by_tool: bool
+    speaker: Speaker
     in_context: set[Any] | None
+    #: The document was cut inside this agent before its name and id: nothing says whose its
+    #: finished records are, and the cut (the document's reject) is why they are lost.
+    orphaned_by: Rejected | None = None
 
 
 # --- helpers shared with the passages path ------------------------------------------------------
@@ -107,7 +110,7 @@ class AgentFile:
 
     def key(self, local: str) -> tuple[str, str]:
         """(source_id, idempotency_key) of a file-local id: both carry the file's SHA-256."""
-        return f"{self.doc.sha256}:{local}", f"letta:{self.doc.sha256}:{local}"
+        return f"{self.doc.ident}:{local}", f"letta:{self.doc.ident}:{local}"
 
     def rows(self) -> Iterator[Row]:
         if self.v2:
@@ -180,7 +183,7 @@ class AgentFile:
 
     def _agent(self, record: Any, where: str) -> Agent:
         if not isinstance(record, dict):
-            return Agent(where, None, None, None, False, None)
+            return Agent(where, None, None, None, Speaker(), None)
         local = record.get("id") if isinstance(record.get("id"), str) else None
         name = record.get("name") if isinstance(record.get("name"), str) else None
         kind = record.get("agent_type")
@@ -200,7 +203,20 @@ class AgentFile:
             user_id = user_from_tags(_tag_texts(record.get("tags")))
         except Rejected:
             user_id = None  # the agent record itself is rejected for its tags
-        return Agent(where, local, name, user_id, speaks_by_tool, in_context)
+        system = record.get("system") if isinstance(record.get("system"), str) else None
+        speaker = Speaker(speaks_by_tool, send_message_calls(messages), system)
+        orphaned_by = None
+        if local is None and name is None and not self.doc.finished(record):
+            orphaned_by = self.doc.broken
+        return Agent(where, local, name, user_id, speaker, in_context, orphaned_by)
+
+    def _orphaned(self, owner: Agent | None, where: str) -> None:
+        if owner is not None and owner.orphaned_by is not None:
+            raise Rejected(
+                owner.orphaned_by.reason,
+                f"{where}: the document breaks off before its agent's name and id, so nothing says "
+                "whose record this is",
+            )
 
     def _scope(self, agent: Agent | None) -> Row:
         if agent is None:
@@ -279,9 +295,10 @@ class AgentFile:
                 local = f"messages[{index}]"  # legacy files have no message ids
             else:
                 where = f"{where} ({local})"
+            self._orphaned(agent, where)
             role = text(msg, "role", required=True)
             assert role is not None
-            content, canonical, verbatim = message_text(msg, role, index, agent.speaks_by_tool, where)
+            content, canonical, verbatim = message_text(msg, role, index, agent.speaker, where)
             created = parse_time(msg.get("created_at"), "created_at")
             source_id, key = self.key(local)
             derived = None
@@ -328,6 +345,7 @@ class AgentFile:
             local = ident(block, "id", required=self.v2) or f"core_memory[{index}]"
             label = text(block, "label")
             where = f"{where} ({local}, {label})"
+            self._orphaned(owners[0] if owners else None, where)
             value = text(block, "value", required=True)
             assert value is not None
             if not value.strip():

@@ -6,14 +6,77 @@ The rules are in the module docstring of :mod:`connectors.letta`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.kit.records import Rejected, json_type
 from connectors.schema import RejectReason
 
+#: What only Letta's compiled system prompt holds (the agent's ``system`` with the memory blocks
+#: rendered in): MemGPT's layout (``### Memory [last modified: …]`` … ``Core memory shown
+#: below``) and the later one (``<base_instructions>``, ``<memory_blocks>``, ``<memory_metadata>``),
+#: from ``letta/prompts`` and ``PromptGenerator.compile_memory_metadata_block``.
+_COMPILED_MARKERS = (
+    "### Memory [last modified:",
+    "Core memory shown below",
+    "<memory_blocks>",
+    "<memory_metadata>",
+    "<base_instructions>",
+)
+_COMPILED = (
+    "the compiled system prompt (system text with the memory blocks rendered in; "
+    "both are imported on their own)"
+)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """What a message's agent tells about its messages: whether it speaks only through
+    ``send_message``, the ids of its ``send_message`` calls (their receipts are noise) and its
+    ``system`` prompt (every compiled prompt starts with it)."""
+
+    speaks_by_tool: bool = False
+    send_calls: frozenset[str] = frozenset()
+    system: str | None = None
+
+
+def send_message_calls(messages: list[Any]) -> frozenset[str]:
+    """The ``tool_calls[].id`` of every ``send_message`` call among an agent's messages."""
+    found = set()
+    for msg in messages:
+        calls = msg.get("tool_calls") if isinstance(msg, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            named = isinstance(function, dict) and function.get("name") == "send_message"
+            if named and isinstance(call.get("id"), str):
+                found.add(call["id"])
+    return frozenset(found)
+
+
+def is_compiled_prompt(text: str, index: int, system: str | None) -> bool:
+    """Whether a system message is a compiled system prompt: the first message always is; Letta
+    recompiles it whenever memory changes, and each later copy carries its markers or begins
+    with the agent's own ``system`` text."""
+    if index == 0 or any(marker in text for marker in _COMPILED_MARKERS):
+        return True
+    own = (system or "").strip()
+    body = text.strip()
+    return bool(own) and body.startswith(own) and (len(body) == len(own) or body[len(own)].isspace())
+
+
+def _is_receipt(msg: dict[str, Any], send_calls: frozenset[str]) -> bool:
+    """A tool message returning from ``send_message``: by its ``name`` in old files, else by the
+    call its ``tool_call_id`` (or a ``tool_returns[].tool_call_id``) answers."""
+    if msg.get("name") == "send_message" or msg.get("tool_call_id") in send_calls:
+        return True
+    returns = msg.get("tool_returns")
+    return isinstance(returns, list) and any(
+        isinstance(r, dict) and r.get("tool_call_id") in send_calls for r in returns
+    )
+
 
 def message_text(
-    msg: dict[str, Any], role: str, index: int, speaks_by_tool: bool, where: str
+    msg: dict[str, Any], role: str, index: int, speaker: Speaker, where: str
 ) -> tuple[str, str, bool]:
     """(content, canonical role, whether content is exactly the message's own text parts).
 
@@ -25,12 +88,8 @@ def message_text(
     own = "\n\n".join(t for t in texts if t.strip())
     content, canonical = own, role
     if role == "system":
-        if index == 0:
-            raise Rejected(
-                RejectReason.HIDDEN_NODE,
-                f"{where}: the compiled system prompt (system text with the memory blocks rendered in; "
-                "both are imported on their own)",
-            )
+        if is_compiled_prompt(own, index, speaker.system):
+            raise Rejected(RejectReason.HIDDEN_NODE, f"{where}: {_COMPILED}")
     elif role == "summary":
         canonical = "system"
     elif role == "approval":
@@ -44,7 +103,7 @@ def message_text(
         names = [name for name, _ in _tool_calls(msg, where) if name != "send_message"]
         if spoken:
             content = "\n\n".join(spoken)
-        elif own and speaks_by_tool:
+        elif own and speaker.speaks_by_tool:
             calls = f" and a call to {', '.join(names)}" if names else ""
             raise Rejected(
                 RejectReason.HIDDEN_NODE,
@@ -55,7 +114,7 @@ def message_text(
             raise Rejected(RejectReason.HIDDEN_NODE, f"{where}: only a call to {', '.join(names)}, no text")
     elif role in ("tool", "function"):
         canonical = "tool"
-        if msg.get("name") == "send_message":
+        if _is_receipt(msg, speaker.send_calls):
             raise Rejected(
                 RejectReason.HIDDEN_NODE, f"{where}: the receipt send_message returns, not conversation"
             )
@@ -99,8 +158,9 @@ def _text_parts(parts: Any, where: str) -> tuple[list[str], bool]:
 
 
 def _unwrap_user(own: str, where: str) -> tuple[str, str]:
-    """A user turn that is a JSON wrapper: ``user_message`` → its message, ``system_alert`` → a
-    system message, ``heartbeat``/``login`` → skipped (Letta speaks there, not the user)."""
+    """A user turn that is a JSON wrapper: ``user_message`` → its message; ``heartbeat``,
+    ``login`` and ``system_alert`` (Letta's notes to itself, e.g. that history was evicted) →
+    skipped: Letta speaks there, not the user."""
     stripped = own.strip()
     if not stripped.startswith("{"):
         return own, "user"
@@ -109,12 +169,12 @@ def _unwrap_user(own: str, where: str) -> tuple[str, str]:
     except ValueError:
         return own, "user"
     kind = wrapper.get("type") if isinstance(wrapper, dict) else None
-    if kind in ("heartbeat", "login"):
+    if kind in ("heartbeat", "login", "system_alert"):
         raise Rejected(
             RejectReason.HIDDEN_NODE,
             f"{where}: a {kind} event Letta sends as a user turn, not said by the user",
         )
-    if kind not in ("user_message", "system_alert"):
+    if kind != "user_message":
         return own, "user"
     message = wrapper.get("message")
     if not isinstance(message, str):
@@ -122,7 +182,7 @@ def _unwrap_user(own: str, where: str) -> tuple[str, str]:
             RejectReason.WRONG_TYPE,
             f"{where}: field message of the {kind} wrapper is a JSON {json_type(message)}, expected a string",
         )
-    return message, "user" if kind == "user_message" else "system"
+    return message, "user"
 
 
 def _tool_calls(msg: dict[str, Any], where: str) -> list[tuple[Any, Any]]:

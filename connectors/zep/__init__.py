@@ -10,7 +10,9 @@ content, never the file name: the envelope's list key, else each record's keys (
 ``content`` → an episode or a message; ``uuid`` with user, thread or graph fields → a directory
 record). Scalar ids on the envelope (``user_id`` on a v3 ``thread.get`` page, or ``thread_id``,
 ``graph_id``… a script put there) fill the records that lack them. Timestamps are ISO 8601 / RFC
-3339 (Go RFC3339Nano with 7-9 fractional digits is cut to microseconds); numbers are rejected,
+3339 (Go RFC3339Nano with 7-9 fractional digits is cut to microseconds); Go's zero time
+``0001-01-01T00:00:00Z``, what Zep writes for an unset time, is null (so ``observed_at`` falls
+back as for a missing time, and an unset ``expired_at`` is no supersession); numbers are rejected,
 Zep never writes them. Embedding vectors (``fact_embedding``, ``name_embedding``…) are dropped.
 
 Mapping (``source_id`` = ``uuid`` throughout; the source ``metadata`` object, or Graphiti
@@ -49,7 +51,13 @@ Ids: ``user_id`` (v2/v3 developer id; v4 falls back to ``user_uuid``), ``session
 ``user_id``, ``user_uuid``, ``session_id``, ``graph_id`` (= ``graph_id``, ``group_id`` or
 ``graph_uuid``), ``group_id`` (the same) and ``owner``: ``user:<user_id or user_uuid>``, else
 ``graph:<graph_id>``, the default template. A page with no owner at all (a v2 ``edge
-get_by_user_id`` list) needs a fixed template such as ``org:acme/user:priya``.
+get_by_user_id`` list) needs a fixed template such as ``org:acme/user:priya``. A v2
+``MessageListResponse`` page (``messages``, ``row_count``, ``total_count``) carries no session
+or user id at all: saved per session (``…/sessions/<session_id>/page-1.json``), the path says
+them, through a ``MEMPORT_SCOPE_TEMPLATES`` glob with named parts, e.g.
+``{"zep/users/{user_id}/sessions/{session_id}/*.json": "user:{user_id}/session:{session_id}"}``:
+the captured values fill the placeholders and the ``user_id`` / ``session_id`` of every record
+that has none of its own (``connectors.base.ReadOptions.path_fields``).
 
 Rejects besides the shared checks: a record of no Zep kind in a list that does not say
 (``unknown_type``), an empty ``fact`` / ``content`` (``missing_field``), a role outside

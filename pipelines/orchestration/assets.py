@@ -134,6 +134,7 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             relpath,
             tenant_id=import_settings.tenant_id,
             scope_template=import_settings.scope_template(system, relpath),
+            path_fields=import_settings.path_fields(system, relpath),
             progress=progress,
             force=config.force,
         )

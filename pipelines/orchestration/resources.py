@@ -7,7 +7,6 @@ configuration table.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from connectors.base import path_captures
 from connectors.errors import ConfigError
 from pipelines.settings import DEFAULTS
 from pipelines.store.episodes import EpisodeStore
@@ -48,26 +48,39 @@ class ImportSettings(dg.ConfigurableResource):
     tenant_id: str
     #: JSON object → scope template. Keys are a system (``"mem0"``) or a system and a glob on the
     #: dump's path under ``<landing>/<system>/`` (``"mem0/history*.db"``); a glob key wins over the
-    #: system key, the longest matching glob over shorter ones. Empty: each connector's default.
+    #: system key, the longest matching glob over shorter ones. A glob's ``{name}`` parts capture
+    #: one path segment each, for the template and the records (:meth:`path_fields`). Empty: each
+    #: connector's default.
     scope_templates: str = ""
 
     def scope_template(self, system: str, relpath: str = "") -> str | None:
+        return self._choose(system, relpath)[0]
+
+    def path_fields(self, system: str, relpath: str) -> dict[str, str]:
+        """Values the chosen glob key names in the dump's path: ``{"zep/sessions/{session_id}/*.json":
+        …}`` gives ``{"session_id": "s-42"}`` for ``sessions/s-42/page-1.json`` (see
+        ``connectors.base.path_captures``); empty when a system key or no key applies."""
+        return self._choose(system, relpath)[1]
+
+    def _choose(self, system: str, relpath: str) -> tuple[str | None, dict[str, str]]:
         if not self.scope_templates.strip():
-            return None
+            return None, {}
         try:
             templates = json.loads(self.scope_templates)
         except ValueError as exc:
             raise ConfigError(f"MEMPORT_SCOPE_TEMPLATES is not a JSON object: {exc}") from exc
         if not isinstance(templates, dict) or not all(isinstance(v, str) for v in templates.values()):
             raise ConfigError("MEMPORT_SCOPE_TEMPLATES must be a JSON object: system[/glob] → template")
-        globs = [
-            key
+        globs = {
+            key: captured
             for key in templates
-            if key.startswith(system + "/") and fnmatch.fnmatchcase(relpath, key[len(system) + 1 :])
-        ]
+            if key.startswith(system + "/")
+            and (captured := path_captures(key[len(system) + 1 :], relpath)) is not None
+        }
         if globs:
-            return templates[max(globs, key=len)]
-        return templates.get(system)
+            key = max(globs, key=len)
+            return templates[key], globs[key]
+        return templates.get(system), {}
 
 
 class ExportTarget(dg.ConfigurableResource):

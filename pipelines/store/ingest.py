@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from connectors import registry
@@ -111,8 +112,12 @@ def ingest_dump(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     progress: Progress | None = None,
     force: bool = False,
+    path_fields: Mapping[str, str] | None = None,
 ) -> ImportResult:
     """Read ``<landing>/<system>/<relpath>`` with the system's connector and commit it.
+
+    ``path_fields``: values named in the dump's path (a ``MEMPORT_SCOPE_TEMPLATES`` glob's
+    ``{name}`` parts) for the scope template and the records that lack them.
 
     A dump whose bytes (size, then sha256) are those of its live import, imported with the same
     tenant, scope template and connector version, is not read again: the result is that import,
@@ -137,6 +142,11 @@ def ingest_dump(
         scope_template=template,
     )
     batches = connector.read(
-        landing.fs, path, tenant_id=tenant_id, scope_template=template, batch_rows=batch_rows
+        landing.fs,
+        path,
+        tenant_id=tenant_id,
+        scope_template=template,
+        batch_rows=batch_rows,
+        path_fields=path_fields,
     )
     return store.ingest(dump, batches, dump_fs=landing.fs, progress=progress)
