@@ -22,6 +22,7 @@ from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
 from tests.conftest import put
+from tests.hostile import GIB, ingest_bounded
 from tests.test_connectors_conformance import read_all, totals
 
 MEM0 = registry.get("mem0")
@@ -199,3 +200,35 @@ def test_relations_of_a_memory_filesystem_dump(tmp_path: Path) -> None:
     assert episodes["content"].to_list() == ["a — b — c"]
     assert episodes["observed_at"][0] is not None
     fs.rm("/fid", recursive=True)
+
+
+def test_hostile_relations_cost_one_record_each(tmp_path: Path) -> None:
+    """A relation too large or too deep is one reject; a document cut inside the relations keeps
+    the relations before the cut and counts the cut once (run in a bounded child process)."""
+    good = [json.dumps(_memory(f"m{i}", f"fact {i}")).encode() for i in range(3)]
+    rel = [json.dumps({"source": "a", "relationship": "r", "target": f"t{i}"}).encode() for i in range(3)]
+
+    def hostile(path: Path) -> None:
+        with path.open("wb") as f:
+            f.write(b'{"results": [' + b",".join(good) + b'], "relations": [' + rel[0] + b",")
+            f.write(b'{"source": "a", "relationship": "r", "target": "' + b"x" * (5 << 20) + b'"},')
+            f.write(b"[" * 100_000 + b"]" * 100_000 + b"," + rel[1] + b"]}")
+
+    cut = b'{"results": [' + b",".join(good) + b'], "relations": [' + rel[0] + b"," + rel[1][:20]
+    out = ingest_bounded(tmp_path, {"mem0/hostile.json": hostile, "mem0/cut.json": cut}, timeout=60.0)
+    assert not out.killed, out.stderr[-1500:]
+    assert out.peak < GIB
+    assert out.dumps["mem0/hostile.json"]["counts"] == {
+        "read": 7,
+        "accepted": 5,
+        "rejected": 2,
+        "duplicate": 0,
+    }
+    assert out.dumps["mem0/hostile.json"]["reasons"] == {"payload_too_large": 1, "too_deep": 1}
+    counts = out.dumps["mem0/cut.json"]["counts"]
+    assert (
+        counts["read"] == 5 and counts["accepted"] == 4 and counts["rejected"] == 1
+    )  # 3 results, 1 relation
+    # reported once, by the results' walk, from where it stopped: the start of the relations list
+    assert counts["unread_bytes"] == len(cut) - cut.index(b'"relations":') - len(b'"relations":')
+    assert out.dumps["mem0/cut.json"]["reasons"] == {"truncated_document": 1}

@@ -15,8 +15,9 @@ no earlier), else the dump file's modification time, noted in ``_source.observed
 
 Items are cut out of the document by ``jsonscan.Splitter`` (a second walk of the file, after the
 results): one too large, too deep or not UTF-8 is one reject. Where the document itself breaks,
-the results' walk has already reported it (reject and unread bytes): this walk keeps the
-relations before the break and adds nothing for the break.
+the results' walk has already reported it (one reject, and the unread bytes from where that walk
+stopped: the start of the ``relations`` value, a conservative count): this walk keeps the
+relations before the break and adds nothing for it.
 """
 
 from __future__ import annotations
