@@ -14,7 +14,7 @@ time of their own: ``observed_at`` is the latest time of the dump's results (the
 no earlier), else the dump file's modification time, noted in ``_source.observed_at_from``.
 
 Items are cut out of the document by ``jsonscan.Splitter`` (a second walk of the file, after the
-results): one too large, too deep or not UTF-8 is one reject. Where the document itself breaks,
+results, taken only when the bytes ``"relations"`` occur in it): one too large, too deep or not UTF-8 is one reject. Where the document itself breaks,
 the results' walk has already reported it (one reject, and the unread bytes from where that walk
 stopped: the start of the ``relations`` value, a conservative count): this walk keeps the
 relations before the break and adds nothing for it.
@@ -76,8 +76,26 @@ class Shared:
         return value if isinstance(value, str) else None
 
 
+_KEY = b'"relations"'
+_CHUNK = 8 << 20
+
+
+def mentioned(fs: AbstractFileSystem, path: str) -> bool:
+    """Whether the file holds the text ``"relations"`` anywhere: a byte search (fast, bounded
+    memory) that spares the second walk for the envelopes that have none."""
+    tail = b""
+    with fs.open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            if _KEY in tail + block[: len(_KEY)] or _KEY in block:
+                return True
+            tail = block[-len(_KEY) :]
+    return False
+
+
 def rows(fs: AbstractFileSystem, path: str, shared: Shared, *, start: int) -> Iterator[Row]:
     """The relations of the envelope at ``path``, positions from ``start`` (after the results)."""
+    if not mentioned(fs, path):
+        return
     when, origin = shared.latest, "latest time of the results"
     if when is None:
         when, origin = backup.modified_time(fs, path), "dump file modified time"
