@@ -14,7 +14,8 @@ time of their own: ``observed_at`` is the latest time of the dump's results (the
 no earlier), else the dump file's modification time, noted in ``_source.observed_at_from``.
 
 Items are cut out of the document by ``jsonscan.Splitter`` (a second walk of the file, after the
-results, taken only when the bytes ``"relations"`` occur in it): one too large, too deep or not UTF-8 is one reject. Where the document itself breaks,
+results, taken only when the bytes ``"relations"`` occur in it): one too large, too deep or not
+UTF-8 is one reject. Where the document itself breaks,
 the results' walk has already reported it (one reject, and the unread bytes from where that walk
 stopped: the start of the ``relations`` value, a conservative count): this walk keeps the
 relations before the break and adds nothing for it.

@@ -111,7 +111,7 @@ def _text_field(record: Mapping[str, Any], key: str) -> str | None:
 def canvas(
     recipient: str | None,
     content: Mapping[str, Any],
-    conv_id: str,
+    conv_id: str | None,
     node_id: str,
     mapping: Mapping[str, Any],
 ) -> Kept | None:
