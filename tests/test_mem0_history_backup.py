@@ -142,7 +142,12 @@ def test_history_is_read_in_bounded_batches(tmp_path: Path) -> None:
 def test_backup_reads_memories_json_once_not_both_entries() -> None:
     episodes, rejects = frames(FIXTURES / "mem0" / "openmemory_backup.zip", scope_template="user:{user_id}")
     assert episodes.height + rejects.height == 5  # not 10: memories.jsonl.gz holds the same memories
-    assert episodes["status"].cast(pl.String).to_list() == ["active", "active", "deleted", "deleted"]
+    assert episodes["status"].cast(pl.String).to_list() == [
+        "active",
+        "superseded",
+        "deleted",
+        "deleted",
+    ]  # paused: not served
     assert episodes["scope"].unique().to_list() == ["user:dana"]
 
 

@@ -15,6 +15,11 @@ import pytest
 
 from connectors import registry
 from connectors.errors import DumpFormatError
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
+from tests.conftest import put
 from tests.test_connectors_conformance import read_all, totals
 
 OPENAI = registry.get("openai")
@@ -170,14 +175,9 @@ def test_memory_writes_are_observations_and_hidden_nodes_are_skipped(tmp_path: P
         ("a1", "blank", message("a1", "assistant", "Noted.")),
     ]
     episodes, rejects = ingest(write(tmp_path, [conversation("c", nodes, "a1")]))
-    assert by_node(episodes, "type") == {
-        "inst": "message",
-        "ctx": "observation",
-        "u1": "message",
-        "bio": "observation",
-        "a1": "message",
-    }
-    assert by_node(episodes, "content")["inst"] == "Cellist.\n\nBe brief."
+    assert episodes["type"].to_list() == ["observation", "observation", "message", "observation", "message"]
+    assert episodes["source_id"][0].startswith("custom-instructions:")  # see the custom-instructions test
+    assert episodes["content"][0] == "Cellist.\n\nBe brief."
     assert by_node(episodes, "content")["ctx"] == "User is vegetarian."
     assert by_node(episodes, "role")["bio"] == "assistant"
     assert rejects.select("dump_record", "reason", "detail").rows() == [
@@ -418,3 +418,179 @@ def test_batches_of_one_keep_positions(tmp_path: Path) -> None:
         [pl.concat([b.episodes.select("dump_record"), b.rejects.select("dump_record")]) for b in batches]
     )
     assert sorted(records["dump_record"]) == list(range(14))
+
+
+def _instructions_2023(mid: str) -> Any:
+    return message(
+        mid,
+        "system",
+        "",
+        t=None,
+        metadata={
+            "is_user_system_message": True,
+            "user_context_message_data": {
+                "about_user_message": "I am a cellist in Porto.",
+                "about_model_message": "Answer briefly.",
+            },
+        },
+    )
+
+
+def _instructions_2024(mid: str, profile: str = "I am a cellist in Porto.") -> Any:
+    return message(
+        mid,
+        "user",
+        t=None,
+        metadata={"is_visually_hidden_from_conversation": True, "is_user_system_message": True},
+        content={
+            "content_type": "user_editable_context",
+            "user_profile": profile,
+            "user_instructions": "Answer briefly.",
+        },
+    )
+
+
+def test_custom_instructions_are_one_observation_per_distinct_text(tmp_path: Path) -> None:
+    """2023 system nodes and 2024 hidden ``user_editable_context`` nodes: once per text, not per chat."""
+    convs = [
+        conversation(
+            f"c{i}",
+            [
+                ("root", None, None),
+                ("ci", "root", _instructions_2023("ci") if i < 2 else _instructions_2024("ci")),
+                ("u", "ci", message("u", "user", "hello", t=1717000000.0 + i)),
+            ],
+            "u",
+            create_time=1716000000.0 + i,
+        )
+        for i in range(4)
+    ]
+    convs.append(
+        conversation(
+            "c9",
+            [("root", None, None), ("ci", "root", _instructions_2024("ci", "I moved to Lisbon."))],
+            "ci",
+        )
+    )
+    episodes, rejects = ingest(write(tmp_path, convs))
+    assert "hidden_node" not in set(rejects["reason"].cast(pl.String))
+    notes = episodes.filter(pl.col("type") == "observation")
+    assert notes.height == 5  # one per conversation from the connector; the store keeps one per text
+    assert notes["source_id"].n_unique() == 2
+    assert notes["source_id"].str.starts_with("custom-instructions:").all()
+    assert set(notes["content"]) == {
+        "I am a cellist in Porto.\n\nAnswer briefly.",
+        "I moved to Lisbon.\n\nAnswer briefly.",
+    }
+    assert set(notes["status"]) == {"active"}
+    meta = json.loads(notes["metadata"][3])["_source"]["custom_instructions"]
+    assert meta == {"user_profile": "I am a cellist in Porto.", "user_instructions": "Answer briefly."}
+
+
+def test_custom_instructions_collapse_in_the_store(tmp_path: Path) -> None:
+    """300 conversations carrying the same text are one episode: the newest, the rest duplicates."""
+    convs = [
+        conversation(
+            f"c{i}",
+            [("root", None, None), ("ci", "root", _instructions_2023("ci"))],
+            "ci",
+            create_time=1716000000.0 + i,
+        )
+        for i in range(300)
+    ]
+    landing = Location.from_url(str(tmp_path / "landing"))
+    store = EpisodeStore.from_url(str(tmp_path / "store"))
+    put(landing, "openai/conversations.json", json.dumps(convs))
+    result = ingest_dump(store, landing, "openai", "conversations.json", tenant_id="acme")
+    assert result.counts["accepted"] == 1 and result.counts["duplicate"] == 299
+    build_catalog(store, tmp_path / "catalog.duckdb")
+    with connect(tmp_path / "catalog.duckdb") as con:
+        rows = con.sql("SELECT session_id, type, content FROM episodes").fetchall()
+    assert rows == [("c299", "observation", "I am a cellist in Porto.\n\nAnswer briefly.")]
+
+
+CANVAS = conversation(
+    "cv",
+    [
+        ("root", None, None),
+        ("u", "root", message("u", "user", "Draft a packing list")),
+        (
+            "mk",
+            "u",
+            message(
+                "mk",
+                "assistant",
+                t=1717000010.0,
+                recipient="canmore.create_textdoc",
+                content={
+                    "content_type": "code",
+                    "language": "json",
+                    "text": json.dumps({"name": "Packing", "type": "document", "content": "- umbrella"}),
+                },
+            ),
+        ),
+        (
+            "ok",
+            "mk",
+            message("ok", "tool", "Successfully created text document", name="canmore.create_textdoc"),
+        ),
+        (
+            "up",
+            "ok",
+            message(
+                "up",
+                "assistant",
+                t=1717000020.0,
+                recipient="canmore.update_textdoc",
+                content={
+                    "content_type": "code",
+                    "text": json.dumps(
+                        {"updates": [{"pattern": ".*", "replacement": "- umbrella\n- socks"}]}
+                    ),
+                },
+            ),
+        ),
+        (
+            "part",
+            "up",
+            message(
+                "part",
+                "assistant",
+                t=1717000030.0,
+                recipient="canmore.update_textdoc",
+                content={
+                    "content_type": "code",
+                    "text": json.dumps({"updates": [{"pattern": "socks", "replacement": "wool socks"}]}),
+                },
+            ),
+        ),
+        (
+            "cut",
+            "part",
+            message(
+                "cut",
+                "assistant",
+                recipient="canmore.update_textdoc",
+                content={"content_type": "code", "text": '{"updates": [{"pattern": ".*", "repl'},
+            ),
+        ),
+    ],
+    "cut",
+)
+
+
+def test_canvas_documents_are_document_versions(tmp_path: Path) -> None:
+    episodes, rejects = ingest(write(tmp_path, [CANVAS]))
+    docs = episodes.filter(pl.col("type") == "document")
+    assert by_node(docs, "content") == {
+        "mk": "- umbrella",
+        "up": "- umbrella\n- socks",
+        "part": "wool socks",
+    }
+    assert set(docs["source_id"]) == {"cv:textdoc:mk"}  # one document, three versions
+    assert docs["idempotency_key"].n_unique() == 3
+    canvas = [json.loads(m)["_source"]["canvas"] for m in docs["metadata"]]
+    assert canvas[0]["name"] == "Packing" and canvas[0]["type"] == "document"
+    assert "partial" not in canvas[1]
+    assert canvas[2]["partial"] is True and canvas[2]["updates"] == [{"pattern": "socks"}]
+    assert reasons(rejects) == {0: "empty_node", 3: "hidden_node", 6: "invalid_json"}

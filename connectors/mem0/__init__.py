@@ -1,7 +1,8 @@
 """Mem0 platform memories (PEER_FORMATS.md §1): ``get_all`` / search results as dumped to a file.
 
 Accepted envelopes: a bare JSON array (v1.0 ``get_all``, v2), ``{"results": [...]}`` (v1.1, v3,
-OSS ``Memory.get_all``; a ``relations`` key beside it is ignored), the paginated
+OSS ``Memory.get_all``; graph ``relations`` beside the results are ``observation`` episodes too,
+see ``connectors.mem0.relations``), the paginated
 ``{"count", "next", "previous", "results"}``, and JSON Lines of memory objects (what a script that
 pages through the API usually writes). Field names of every API generation: ``memory`` / ``name``
 / ``content`` for the text, ``run_id`` / ``session_id`` for the session. Timestamps are ISO 8601
@@ -9,10 +10,21 @@ with ``Z``, ``+00:00`` or US/Pacific offsets; naive times are taken as UTC; numb
 never guessed at.
 
 Mapping: a memory becomes one ``observation`` episode, ``source_id`` = ``id``, idempotency key
-``mem0:<id>``, ``observed_at`` = ``created_at``; ``replaced_by`` set means ``superseded``;
-``actor_id`` → author. The source's ``metadata`` object becomes the canonical metadata, and
-every other field the record had (``app_id``, ``hash``, ``expiration_date``, unknown ones…) is
-kept under its ``_source`` key.
+``mem0:<id>``; ``replaced_by`` set means ``superseded``; ``actor_id`` → author.
+``expiration_date`` → ``valid_to`` (a date is served through that day: ``valid_to`` is the next
+midnight UTC; a date-time is taken as is; anything else is ``bad_timestamp``), so
+``episodes_as_of`` leaves an expired memory out. The source's ``metadata`` object becomes the
+canonical metadata, and every other field the record had (``app_id``, ``hash``,
+``expiration_date``, unknown ones…) is kept under its ``_source`` key.
+
+Times: ``created_at`` and ``updated_at`` as the source gives them; ``observed_at`` is when the text
+the episode holds was written, ``updated_at`` (the last rewrite), else ``created_at`` — as the
+history database's versions are observed at their event. The store's current-version choice
+(``pipelines.store.episodes.CURRENT_ORDER``) trusts the same time: ``updated_at``, else
+``created_at``. The same memory in two dumps (a ``get_all`` page with its user, run and actor;
+the history database, which has none) is one episode; a version without user, agent or session
+never wins over one that has them, unless it is a tombstone (a DELETE), so the memory keeps its
+user's scope.
 
 Other Mem0 dumps are told apart by content, never by name, and read on the record path: a SQLite
 file is the OSS history database (``connectors.mem0.history``: every ADD/UPDATE/DELETE row a version of its
@@ -41,7 +53,7 @@ from connectors.kit.sql import (
     not_a_list,
     not_a_string,
 )
-from connectors.mem0 import backup, history
+from connectors.mem0 import backup, history, relations
 
 NAME = "mem0"
 VERSION = "1.0.0"
@@ -104,7 +116,12 @@ typed AS (
   SELECT *,
     coalesce(r.memory, r.name, r.content) AS text,
     TRY_CAST(r.created_at AS TIMESTAMPTZ) AS created_ts,
-    TRY_CAST(r.updated_at AS TIMESTAMPTZ) AS updated_ts
+    TRY_CAST(r.updated_at AS TIMESTAMPTZ) AS updated_ts,
+    r.expiration_date ->> '$' AS expires,
+    -- a date is the last day the memory is served: valid until the next midnight (UTC)
+    CASE WHEN strlen(r.expiration_date ->> '$') = 10
+      THEN (TRY_CAST(r.expiration_date ->> '$' AS DATE) + 1)::TIMESTAMP AT TIME ZONE 'UTC'
+      ELSE TRY_CAST(r.expiration_date ->> '$' AS TIMESTAMPTZ) END AS expires_ts
   FROM parsed
 ),
 checked AS (
@@ -118,6 +135,7 @@ checked AS (
       WHEN {_TEXT_NOT_STRING} THEN 'wrong_type'
       WHEN r.created_at IS NOT NULL AND created_ts IS NULL THEN 'bad_timestamp'
       WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL THEN 'bad_timestamp'
+      WHEN expires IS NOT NULL AND expires_ts IS NULL THEN 'bad_timestamp'
       WHEN {_CATEGORIES_NOT_LIST} THEN 'wrong_type'
     END AS why
   FROM typed
@@ -139,6 +157,8 @@ SELECT
       THEN 'field created_at: ' || r.created_at || ' is not an ISO 8601 timestamp'
     WHEN r.updated_at IS NOT NULL AND updated_ts IS NULL
       THEN 'field updated_at: ' || r.updated_at || ' is not an ISO 8601 timestamp'
+    WHEN expires IS NOT NULL AND expires_ts IS NULL
+      THEN 'field expiration_date: ' || expires || ' is not an ISO 8601 date or timestamp'
     ELSE 'field categories is a JSON ' || lower(json_type(raw, '$.categories'))
       || ', expected a list'
   END AS detail,
@@ -159,11 +179,11 @@ SELECT
   r.categories AS categories,
   NULL::VARCHAR[] AS tags,
   CASE WHEN ok THEN {_METADATA} END AS metadata,
-  created_ts AS observed_at,
+  coalesce(updated_ts, created_ts) AS observed_at,
   created_ts AS created_at,
   updated_ts AS updated_at,
   NULL::TIMESTAMPTZ AS valid_from,
-  NULL::TIMESTAMPTZ AS valid_to,
+  expires_ts AS valid_to,
   NULL::TIMESTAMPTZ AS recorded_at,
   NULL::TIMESTAMPTZ AS superseded_at,
   r.user_id AS scope_user_id,
@@ -190,12 +210,13 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
     if kind == "zip":
         yield from records.run(NAME, backup.zip_rows(fs, path), fs, path, options)
         return
-    if kind == "json":
-        head = sources.peek(fs, path)
-        if head.shape == "object" and "results" not in head.first_keys:
-            yield from records.run(NAME, _object_rows(fs, path, head.first_keys), fs, path, options)
-            return
-    yield from normalize.run(
+    head = sources.peek(fs, path) if kind == "json" else None
+    if head is not None and head.shape == "object" and "results" not in head.first_keys:
+        yield from records.run(NAME, _object_rows(fs, path, head.first_keys), fs, path, options)
+        return
+    shared = relations.Shared()
+    read = 0
+    for batch in normalize.run(
         NAME,
         _SQL,
         _SHAPE,
@@ -204,7 +225,12 @@ def read(fs: AbstractFileSystem, path: str, options: ReadOptions) -> Iterator[Ba
         options,
         envelope_prefix={"results": "results.item"},
         expected=_EXPECTED,
-    )
+    ):
+        read += batch.read
+        shared.add(batch.episodes)
+        yield batch
+    if head is not None and head.shape == "object":  # a v1.1 envelope may hold graph relations
+        yield from records.run(NAME, relations.rows(fs, path, shared, start=read), fs, path, options)
 
 
 def _object_rows(fs: AbstractFileSystem, path: str, keys: tuple[str, ...]) -> Iterator[records.Row]:

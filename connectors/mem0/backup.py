@@ -18,10 +18,13 @@ entry whose data is broken or lies about its size ends with one ``malformed_docu
 
 Mapping: a memory is one ``observation``, idempotency key ``mem0:<id>`` (OpenMemory keeps Mem0's
 memory ids), ``source`` and ``{app_id}`` = the app's name, ``observed_at`` = ``created_at``.
-``state`` ``active`` and ``paused`` (a pause only hides a memory from apps) are ``active``;
-``deleted`` and ``archived`` (hidden from every listing, kept only for restore) are ``deleted``
-tombstones, never live facts, with ``superseded_at`` = ``deleted_at`` / ``archived_at``; the
-state itself stays in ``metadata._source.state``.
+``state`` ``active`` is ``active``; ``paused`` (no app is served the memory until it is resumed)
+is ``superseded``, with ``superseded_at`` = ``updated_at`` (the pause rewrites it): out of the
+active set and of default exports, its text kept (a tombstone would say it is gone, a reject would
+lose it); ``deleted`` and ``archived`` (hidden from every listing, kept only for restore) are
+``deleted`` tombstones, never live facts, with ``superseded_at`` = ``deleted_at`` /
+``archived_at``. The state itself stays in ``metadata._source.state``. ``observed_at`` is when the
+text was last written (``updated_at``, else ``created_at``), as for ``get_all``.
 
 **Memory export** (``get_memory_export``): one JSON object an LLM filled in to a schema the user
 chose, so it is never read as memory rows: the whole object is one ``document`` episode whose
@@ -52,7 +55,10 @@ from connectors.schema import RejectReason
 
 EXPECTED_ZIP = "Mem0 OpenMemory backup (a zip holding memories.json or memories.jsonl.gz)"
 _ENTRIES = ("memories.json", "memories.jsonl.gz")
-_STATES = {"active": "active", "paused": "active", "archived": "deleted", "deleted": "deleted"}
+#: ``paused`` is not served to any app until resumed: ``superseded`` keeps it out of the active set
+#: (and out of exports unless superseded rows are asked for) while keeping its text, unlike a
+#: tombstone or a reject; ``metadata._source.state`` says it was paused.
+_STATES = {"active": "active", "paused": "superseded", "archived": "deleted", "deleted": "deleted"}
 #: Fields mapped to canonical columns (the rest goes under ``metadata._source``).
 _MAPPED = ("id", "content", "memory", "metadata", "created_at", "updated_at", "categories", "app")
 #: Errors of a zip entry or gzip stream that breaks off (bad CRC, truncated deflate data), or
@@ -257,10 +263,14 @@ def _stage_memory(pos: int, raw: str, record: dict[str, Any], context: Context) 
         "status": status,
         "categories": categories,
         "metadata": records.metadata(record.get("metadata"), rest),
-        "observed_at": created,
+        "observed_at": updated or created,
         "created_at": created,
         "updated_at": updated,
-        "superseded_at": (deleted or archived) if status == "deleted" else None,
+        "superseded_at": (deleted or archived)
+        if status == "deleted"
+        else updated
+        if state == "paused"
+        else None,
         "scope_user_id": user_id,
         "scope_app_id": app,
     }

@@ -22,7 +22,9 @@ memory's creation time in ``created_at``) becomes ``observed_at``, ``updated_at`
 memory's last event and ``episodes_as_of`` the version known at a time. A DELETE written without
 any time (older mem0) takes its memory's previous event time as a lower bound, flagged in
 ``metadata._source.event_time`` = ``"previous event"``. The table holds no user, agent or run ids
-(they live in the vector store): import it with a scope template without them.
+(they live in the vector store): import it with a scope template without them. Where a dump that
+has them (a ``get_all`` page) holds the same memory, its version stays current over these
+identity-less ADD/UPDATE versions (the store's ``CURRENT_ORDER``); a DELETE still wins by time.
 """
 
 from __future__ import annotations

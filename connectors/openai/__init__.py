@@ -21,7 +21,14 @@ ChatGPT mapping (the walk is in ``connectors.openai.chatgpt``): each node of a c
 ``mapping`` is one record. Messages on the path from ``current_node`` to the root are ``message``
 episodes, ``active``; messages on other branches are ``superseded``; ``message: null`` nodes and hidden
 system/tool/reasoning nodes are skip rejects (``empty_node``, ``hidden_node``); memory writes
-(``recipient: "bio"``, ``model_editable_context``) are ``observation`` episodes. Text ``parts``
+(``recipient: "bio"``, ``model_editable_context``) are ``observation`` episodes. The user's custom
+instructions (2023: a system node's ``metadata.user_context_message_data``; 2024–25: hidden
+``user_editable_context`` nodes) are one ``observation`` per distinct text, source id
+``custom-instructions:<sha256 of the text>``, so the copies other conversations carry are store
+``duplicate`` s (the newest conversation's copy is kept). Canvas calls (``canmore.create_textdoc``,
+``canmore.update_textdoc``) are ``document`` episodes, the create and each update versions of one
+document (source id ``<conversation_id>:textdoc:<create node>``); see ``connectors.openai.kept``.
+Text ``parts``
 are joined with newlines, asset-pointer parts kept under ``metadata._source.asset_pointers``.
 Key ``chatgpt:<conversation_id>:<node_id>``, ``source_id`` ``<conversation_id>:<node_id>``,
 ``session_id`` the conversation id, ``user_id`` the account from ``user.json`` (ChatGPT has no

@@ -10,7 +10,9 @@ a ``system`` message that is not the user's own (``is_user_system_message``), a 
 tool (``recipient`` other than ``all``), hidden reasoning (``thoughts``, ``reasoning_recap``), or
 a message with no text and no attachment at all. Memory writes (an assistant message to
 ``recipient: "bio"``, and a non-empty ``model_editable_context.model_set_context``) are checked
-first and become ``observation`` episodes, whatever their visibility.
+first and become ``observation`` episodes, whatever their visibility; so are the user's custom
+instructions (once per distinct text) and canvas documents (``document`` versions), see
+``connectors.openai.kept``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from connectors.kit import records
 from connectors.kit.records import Rejected, Row
+from connectors.openai import kept
 from connectors.schema import RejectReason
 
 #: The text fields of the content types without ``parts`` (``text`` for any other type).
@@ -110,11 +113,14 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     recipient = records.text(message, "recipient")
     content = _object(message.get("content"), "message.content")
     content_type = records.text(content, "content_type")
+    found = kept.instructions(content, content_type, flags)
+    if found is None and role == "assistant":
+        found = kept.canvas(recipient, content, conv.id, node_id, conv.mapping)
     memory = recipient == "bio" or content_type == "model_editable_context"
-    hidden = "" if memory else _hidden(role, recipient, content_type, flags)
+    hidden = "" if memory or found is not None else _hidden(role, recipient, content_type, flags)
     if hidden:
         raise Rejected(RejectReason.HIDDEN_NODE, hidden)
-    body, pointers = _text(content, content_type)
+    body, pointers = (found.content, []) if found is not None else _text(content, content_type)
     if not body and not pointers:
         raise Rejected(RejectReason.HIDDEN_NODE, f"message ({content_type}) shows no text")
     created = records.parse_time(message.get("create_time"), "message.create_time", unit="s")
@@ -122,6 +128,9 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     rest: dict[str, Any] = {k: v for k, v in message.items() if k not in _PROMOTED}
     rest["author"] = {k: v for k, v in author.items() if k != "role" and v not in (None, {})} or None
     promoted = ("parts", *_TEXT_FIELDS.get(content_type or "", ("text",)))
+    if found is not None:
+        promoted = (*promoted, *found.promoted)
+        rest.update(found.extra)
     rest["content"] = {k: v for k, v in content.items() if k not in promoted}
     rest["asset_pointers"] = pointers or None
     if message.get("id") != node_id:
@@ -131,13 +140,13 @@ def _node_row(conv: Conversation, node_id: str, node: Any, pos: int, raw: str, w
     observed = created
     if observed is None:
         observed, rest["observed_at_from"] = conv.fallback_time()
-    on_path = conv.path is None or node_id in conv.path
+    on_path = conv.path is None or node_id in conv.path or (found is not None and found.always_active)
     return {
         "pos": pos,
         "raw": raw,
-        "idempotency_key": f"chatgpt:{conv.id}:{node_id}",
-        "source_id": f"{conv.id}:{node_id}",
-        "type": "observation" if memory else "message",
+        "idempotency_key": found.key if found else f"chatgpt:{conv.id}:{node_id}",
+        "source_id": found.source_id if found else f"{conv.id}:{node_id}",
+        "type": found.type if found else "observation" if memory else "message",
         "content": body,
         "role": role,
         "source": "chatgpt",

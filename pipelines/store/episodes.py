@@ -58,8 +58,13 @@ Progress = Callable[[int, int, int], None]
 #: resolve per tenant, and an old-id version and a new-id version of one episode are one episode.
 IDENTITY = "tenant_id, source_system, source_id"
 
-#: The version of an episode that is current: the source's latest time, then the latest ingest.
+#: The version of an episode that is current. First, a version that says whose it is (user, agent
+#: or session) before one that does not, unless that one is a tombstone: another dump of the same
+#: record without identity (Mem0's history database beside a ``get_all`` page) never erases it.
+#: Then the source's latest time (its last rewrite, ``updated_at``; else ``created_at``; else
+#: ``observed_at``), then the latest ingest.
 CURRENT_ORDER = (
+    "(status <> 'deleted' AND user_id IS NULL AND agent_id IS NULL AND session_id IS NULL), "
     "coalesce(updated_at, created_at, observed_at) DESC NULLS LAST, "
     "ingested_at DESC, dump_uri DESC, dump_record DESC"
 )
