@@ -195,3 +195,20 @@ def test_shadowing_is_found(tmp_path: Path) -> None:
     (tmp_path / "connectors" / "sys" / "text.py").write_text("", encoding="utf-8")
     (tmp_path / "connectors" / "sys" / "helper.py").write_text("", encoding="utf-8")
     assert [line.split(":", 1)[1] for line in shadowed_names(tmp_path)] == ["1 text"]
+
+
+def test_duckdb_is_opened_only_through_the_one_helper() -> None:
+    """``connectors.kit.sql.duckdb_connect`` sets the session to UTC (naive times are UTC); a bare
+    ``duckdb.connect`` elsewhere would take the machine's zone."""
+    bare = [
+        f"{name}:{node.lineno}"
+        for name, tree in _modules().items()
+        if name != "connectors.kit.sql"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "connect"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "duckdb"
+    ]
+    assert bare == []

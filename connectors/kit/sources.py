@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from connectors.base import Unread
 from connectors.kit.jsonscan import Item, Splitter, depth_exceeds, members
-from connectors.kit.sql import UNDECIDED, quote_literal
+from connectors.kit.sql import UNDECIDED, duckdb_connect, quote_literal
 from connectors.schema import MAX_DEPTH, MAX_RECORD_BYTES, RejectReason
 
 BOM = b"\xef\xbb\xbf"
@@ -71,7 +71,7 @@ class Peek:
 
 
 def duckdb_connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+    con = duckdb_connect(memory_limit=DUCKDB_MEMORY_LIMIT)
     con.execute("SET enable_progress_bar = false")  # library code does not print
     con.execute("SET preserve_insertion_order = true")
     return con
@@ -340,7 +340,7 @@ def record_text(chunk: pa.Table, positions: pa.Array) -> pl.DataFrame:
     rows = chunk.filter(pc.is_in(chunk["pos"], value_set=positions))
     if "r" not in rows.column_names:
         return pl.DataFrame(rows.select(["pos", "raw"]))
-    with duckdb.connect() as con:
+    with duckdb_connect() as con:
         con.register("rows", rows)
         return con.sql("SELECT pos, coalesce(raw, to_json(r)::VARCHAR) AS raw FROM rows").pl()
 

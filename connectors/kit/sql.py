@@ -14,12 +14,32 @@ under ``_source.metadata``.
 came from a person or a file (a path, a URL, a name, a tenant) enters SQL where DuckDB takes no
 bound parameter: ``CREATE VIEW`` bodies, ``COPY … TO`` targets and options, ``read_*`` file
 lists. Everywhere else such text is a bound parameter.
+
+:func:`duckdb_connect` is the one way memport opens DuckDB: in UTC, whatever the machine's zone.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+import duckdb
+
+
+def duckdb_connect(
+    database: str = ":memory:", *, read_only: bool = False, **config: Any
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose session time zone is UTC.
+
+    DuckDB takes the process's local zone (``TZ``) by default, so a naive time cast to
+    ``TIMESTAMPTZ`` or a timestamp rendered as text would shift by the machine's offset; memport's
+    rule is that naive times are UTC. (``TimeZone`` cannot go in ``config``: it needs the ICU
+    extension, which is loaded on first use.)
+    """
+    con = duckdb.connect(database, read_only=read_only, config=config)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def _checked(text: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from connectors.errors import BackupError
-from connectors.kit.sql import quote_list
+from connectors.kit.sql import duckdb_connect, quote_list
 from pipelines.backups.manifests import inside
 from pipelines.backups.scratch import scratch_space
 from pipelines.backups.snapshot import (
@@ -242,7 +242,7 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, st
 def _live_fingerprints(store: EpisodeStore, manifest: dict[str, Any]) -> dict[str, tuple[int, str]] | None:
     """Fingerprints of the live store's files the snapshot names; None once any has been vacuumed."""
     result = {}
-    with duckdb.connect() as con:
+    with duckdb_connect() as con:
         store.location.register_with(con)
         for kind in ("episodes", "rejects"):
             paths = [store.location.path(f["path"]) for f in manifest["files"] if f["kind"] == kind]

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from connectors.base import Batch
 from connectors.errors import ConfigError
-from connectors.kit.sql import quote_literal
+from connectors.kit.sql import duckdb_connect, quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.exports.formats import CSV_HEADER, LIST_COLUMNS, NUMBER_COLUMNS, TIMESTAMP_COLUMNS
 from pipelines.store.episodes import DumpInfo, EpisodeStore, ImportResult, dump_key
@@ -66,7 +65,7 @@ def read_export(location: Location, path: str, fmt: str, *, neutralized: bool = 
     """Canonical batches from one export file (``fmt``: json, ndjson or csv)."""
     if fmt not in ("json", "ndjson", "csv"):
         raise ConfigError(f"{fmt} exports cannot be re-imported by memport (json, ndjson, csv can)")
-    with duckdb.connect(config={"memory_limit": "256MB"}) as con:
+    with duckdb_connect(memory_limit="256MB") as con:
         con.execute("SET TimeZone = 'UTC'")
         location.register_with(con)
         sql = f"SELECT {_columns(fmt, neutralized)} FROM {_reader(fmt, location.uri(path))}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from connectors.kit.sql import quote_literal
+from connectors.kit.sql import duckdb_connect, quote_literal
 from pipelines.exports import formats, markdown
 from pipelines.exports.request import FILE_STEM, ExportRequest
 from pipelines.exports.select import create_source, select
@@ -36,7 +36,7 @@ Progress = Callable[[int, int], None]
 
 
 def _connect(spill: str, limit: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"memory_limit": limit, "temp_directory": spill})
+    con = duckdb_connect(memory_limit=limit, temp_directory=spill)
     con.execute("SET TimeZone = 'UTC'")
     return con
 

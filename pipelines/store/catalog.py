@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from connectors.kit.sql import quote_identifier, quote_list
+from connectors.kit.sql import duckdb_connect, quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
@@ -192,7 +192,7 @@ def build_catalog(
     catalog_file.sweep_temps(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
-        with duckdb.connect(str(tmp)) as con:
+        with duckdb_connect(str(tmp)) as con:
             store.location.register_with(con)
             _files_view(con, "episode_log", episode_files, EPISODE_SCHEMA)
             _files_view(con, "rejects", reject_files, REJECT_SCHEMA)
@@ -252,7 +252,7 @@ def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckD
         raise FileNotFoundError(
             f"no catalog at {path}; run `make run` (or materialize the episode_catalog asset)"
         )
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb_connect(str(path), read_only=read_only)
     (store_url,) = con.sql("SELECT store_url FROM catalog_info").fetchall()[0]
     Location.from_url(store_url).register_with(con)
     return con

@@ -32,12 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-import duckdb
 import polars as pl
 
 from connectors.base import Batch, Unread
 from connectors.errors import StoreError
-from connectors.kit.sql import quote_list
+from connectors.kit.sql import duckdb_connect, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA, RejectReason
 from pipelines.store.locations import Location
 
@@ -335,7 +334,7 @@ class EpisodeStore:
         The others leave the episode files and go to rejects with reason ``duplicate``, the whole
         row kept as JSON, so nothing is lost.
         """
-        with duckdb.connect(config={"memory_limit": "256MB"}) as con:
+        with duckdb_connect(memory_limit="256MB") as con:
             self.location.register_with(con)
             paths = [self.location.uri(f["path"]) for f in files]
             dups = con.sql(
