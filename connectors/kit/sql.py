@@ -42,6 +42,17 @@ def duckdb_connect(
     return con
 
 
+#: Go's zero time, what Zep (and other Go servers) write for an unset time: no time at all.
+#: ``normalize.finish`` nulls it in every staged column; a projection that derives one time from
+#: others (``coalesce(updated, created)``) must skip it first, with :func:`set_time`.
+GO_ZERO_TIME = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+
+
+def set_time(expr: str) -> str:
+    """``expr`` (a TIMESTAMPTZ) as null when it is Go's zero time."""
+    return f"NULLIF({expr}, {GO_ZERO_TIME})"
+
+
 def _checked(text: str) -> str:
     if "\x00" in text:
         # DuckDB ends a string at NUL in places; no path, URL or name of ours holds one
