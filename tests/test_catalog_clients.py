@@ -143,4 +143,4 @@ def test_readme_memport_sql_examples_run(catalog: Path, capsys: pytest.CaptureFi
             capsys.readouterr()
             assert main(shlex.split(command)) == 0, command
             out, err = capsys.readouterr()
-            assert out.strip(), command
+            assert out.strip() and not err, command
