@@ -134,13 +134,16 @@ def test_readme_attach_example_works_in_the_duckdb_cli(catalog: Path, tmp_path: 
 
 
 def test_readme_memport_sql_examples_run(catalog: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    commands = re.findall(r"memport (sql .*)$", readme_section("Querying the catalog"), flags=re.M)
+    commands = re.findall(
+        r"^\.venv/bin/memport (sql .*)$", readme_section("Querying the catalog"), flags=re.M
+    )
     assert commands
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEMPORT_CATALOG_PATH", str(catalog))
         mp.chdir(catalog.parent)
         for command in commands:
             capsys.readouterr()
-            assert main(shlex.split(command)) == 0, command
+            argv = shlex.split(re.split(r"\s[>|]\s", command)[0])  # not the shell's redirection
+            assert main(argv) == 0, command
             out, err = capsys.readouterr()
             assert out.strip() and not err, command
