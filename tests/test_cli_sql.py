@@ -218,3 +218,24 @@ def test_csv_and_json_stream_without_holding_the_result(catalog: Path) -> None:
     small = peak_mib("csv", 100_000)
     big = {fmt: peak_mib(fmt, 600_000) for fmt in ("csv", "json")}
     assert all(peak - small < 100 for peak in big.values()), (small, big)
+
+
+def test_a_reader_that_stops_early_is_no_error(catalog: Path) -> None:
+    """``memport sql … --format csv | head -1``: no traceback when the pipe closes."""
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "memport"),
+            "sql",
+            "SELECT i FROM range(100000000) t(i)",
+            "--format",
+            "csv",
+        ],
+        env=os.environ | {"MEMPORT_CATALOG_PATH": str(catalog)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"i\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     limit = args.limit if args.limit is not None else (TABLE_ROWS if args.format == "table" else 0)
     try:
         with connect(setting("MEMPORT_CATALOG_PATH")) as con:
+            if args.format != "table":
+                con.execute("SET enable_progress_bar = false")  # it writes to stdout, into the data
             result = con.sql(args.query)
             if result is None:  # a statement without a result
                 return 0
