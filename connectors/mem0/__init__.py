@@ -180,7 +180,7 @@ SELECT
   r.categories AS categories,
   NULL::VARCHAR[] AS tags,
   CASE WHEN ok THEN {_METADATA} END AS metadata,
-  coalesce({set_time('updated_ts')}, {set_time('created_ts')}) AS observed_at,
+  coalesce({set_time("updated_ts")}, {set_time("created_ts")}) AS observed_at,
   created_ts AS created_at,
   updated_ts AS updated_at,
   NULL::TIMESTAMPTZ AS valid_from,

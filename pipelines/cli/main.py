@@ -1,4 +1,5 @@
-"""``memport``: the command line. ``memport run`` is the main job; ``memport sql`` asks the catalog;
+"""``memport``: the command line. ``memport run`` is the main job; ``memport sql`` asks the catalog
+(``pipelines.cli.sql``);
 ``memport export`` runs an ad-hoc export (the Dagster ``adhoc_export`` job) with a progress line,
 and ``memport export-status <id>`` tells where an export is.
 
@@ -25,6 +26,7 @@ import polars as pl
 from pipelines.cli.backups import add_commands, snapshot_in_dagster
 from pipelines.cli.errors import describe_error, friendly
 from pipelines.cli.instance import open_instance
+from pipelines.cli.sql import add_command as add_sql_command
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
@@ -176,22 +178,6 @@ def _first_error(result: object) -> str:
         if event.is_failure and event.step_failure_data:
             return describe_error(event.step_failure_data.error)
     return "unknown error (see the run in the Dagster UI)"
-
-
-def _sql(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from pipelines.store.catalog import connect
-
-    try:
-        with connect(setting("MEMPORT_CATALOG_PATH")) as con:
-            frame = con.sql(args.query).pl()
-    except duckdb.Error as exc:  # a mistyped table or column, a lock: DuckDB's message says which
-        print(f"memport sql: {exc}", file=sys.stderr)
-        return 2
-    with pl.Config(tbl_rows=args.limit, fmt_str_lengths=80, tbl_width_chars=200):
-        print(frame)
-    return 0
 
 
 def _export_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,10 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="import every dump again, even those unchanged since imported"
     )
     run.set_defaults(func=_run)
-    sql = sub.add_parser("sql", help="run a SQL query against the catalog (read-only)")
-    sql.add_argument("query")
-    sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
-    sql.set_defaults(func=_sql)
+    add_sql_command(sub)
     _add_export_parser(sub)
     add_commands(sub)
     args = parser.parse_args(argv)

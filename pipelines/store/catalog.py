@@ -192,7 +192,7 @@ def build_catalog(
     catalog_file.sweep_temps(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
-        with duckdb_connect(str(tmp)) as con:
+        with catalog_file.create(tmp) as con:
             store.location.register_with(con)
             _files_view(con, "episode_log", episode_files, EPISODE_SCHEMA)
             _files_view(con, "rejects", reject_files, REJECT_SCHEMA)

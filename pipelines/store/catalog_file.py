@@ -14,6 +14,9 @@ does not match database file" and what they wrote is lost. Hence:
 - The catalog is read-only on disk (mode 0444), so a non-root DuckDB client opening it read-write
   (the default) fails at once, before anything is written. Analyst tables belong in their own
   database that ATTACHes the catalog ``(READ_ONLY)`` (README, "Query the catalog").
+- The file is written in an older storage version (:data:`STORAGE_VERSION`, see :func:`create`),
+  so the DuckDB clients analysts have (the ``duckdb`` CLI from PyPI, DBeaver, notebooks on DuckDB
+  1.4 or 1.5) open it, not only the duckdb 2.0 that writes it.
 - Temporary files of dead refreshes (``.<name>.tmp-*`` no process holds, older than a minute)
   are removed by the next refresh; a concurrent refresh's live temporary file is locked, so kept.
 """
@@ -30,9 +33,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
+from connectors.kit.sql import duckdb_connect
+
 #: A temporary catalog file younger than this is never swept (its writer may not have locked it yet).
 TEMP_MIN_AGE_S = 60.0
+#: The storage format of the catalog file. duckdb 2.0 writes storage version 69 by default, which no
+#: older client reads; v1.4.0 (version 67) is the newest that every DuckDB release of the last year
+#: reads: the 1.4 LTS line (reads 64-67), 1.5.x (64-68, the ``duckdb-cli`` on PyPI) and 2.0. What the
+#: catalog uses (views over ``read_parquet``, table macros, TIMESTAMPTZ, plain tables) all exist there;
+#: tests/test_catalog_clients.py opens the catalog in the CLI and runs the README's queries.
+STORAGE_VERSION = "v1.4.0"
 _FLOCK = "hhqqi4x"  # struct flock on Linux x86-64/arm64: type, whence, start, len, pid
+
+
+def create(path: Path) -> duckdb.DuckDBPyConnection:
+    """A new database file at ``path`` for a catalog, in :data:`STORAGE_VERSION`."""
+    return duckdb_connect(str(path), storage_compatibility_version=STORAGE_VERSION)
 
 
 def pending_path(target: Path) -> Path:
