@@ -52,7 +52,9 @@ def resources(tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def defs(resources: dict[str, Any]) -> dg.Definitions:
     """The shipped assets and jobs (and so the catalog's automation condition), on test resources."""
-    return dg.Definitions(assets=[*INGEST_ASSETS, episode_catalog], jobs=[*INGEST_JOBS, catalog_job], resources=resources)
+    return dg.Definitions(
+        assets=[*INGEST_ASSETS, episode_catalog], jobs=[*INGEST_JOBS, catalog_job], resources=resources
+    )
 
 
 class Daemon:
@@ -143,7 +145,9 @@ def test_a_failed_partition_does_not_block_the_refresh_of_the_others(
     instance.add_dynamic_partitions("mem0_dumps", [*DUMPS, "bad.json"])
     daemon = Daemon(defs, instance)
     job = defs.resolve_job_def("ingest_mem0")
-    assert not job.execute_in_process(instance=instance, partition_key="bad.json", raise_on_error=False).success
+    assert not job.execute_in_process(
+        instance=instance, partition_key="bad.json", raise_on_error=False
+    ).success
     assert daemon.tick() == 0, "nothing new to show"
     assert job.execute_in_process(instance=instance, partition_key=DUMPS[0]).success
     assert daemon.tick() == 1, "a dump that failed (and other dumps never ingested) do not hold it back"
