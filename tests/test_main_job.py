@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import dotenv
 import duckdb
 
 from connectors import registry
+from pipelines.orchestration.definitions import defs
 
 REPO = Path(__file__).parent.parent
 
@@ -33,6 +35,12 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
             "DAGSTER_HOME": str(tmp_path / "dagster"),
         }
     )
+    # the daemon of a `make dev` on the same instance ticks the catalog's automation before and after
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copyfile(REPO / "pipelines" / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     out = subprocess.run(
         [str(Path(sys.executable).parent / "memport"), "run"],
         cwd=tmp_path,
@@ -73,3 +81,13 @@ def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
     assert [(rows, passed) for rows, passed, _ in snapshots] == [(episodes, True)]
     assert Path(snapshots[0][2]).is_file() and str(tmp_path / "backups") in snapshots[0][2]
     assert "snapshot " in out.stdout and "restore check passed" in out.stdout
+
+    # `memport run` refreshed the catalog itself, after its last ingest: the daemon adds no refresh
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        ingests = sum(
+            len(instance.fetch_materializations(dg.AssetKey(f"{s}_episodes"), limit=100).records)
+            for s in registry.CONNECTORS
+        )
+    assert ingests > len(registry.CONNECTORS), "several ingest runs, and"
+    assert after.total_requested == 0, "no refresh of the catalog requested after memport run"

@@ -172,11 +172,25 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
 
 INGEST_ASSETS = [build_ingest_asset(c) for c in registry.CONNECTORS.values()]
 
+#: When the catalog refreshes: once some dump was ingested since it was last requested or built, and
+#: no ingest (run or backfill, queued or running) is still in flight. However the dumps were
+#: ingested (asset backfill, job backfill, landing sensor, a launch from the lineage view), a
+#: backfill of 500 dumps is one refresh after its last run, not 500. A dump that failed or was never
+#: ingested does not hold it back (unlike ``eager()``, which waits for every partition to exist).
+#: A run that also builds the catalog (``memport run``, or the lineage view with both selected)
+#: leaves nothing to do. The ``catalog_automation`` sensor evaluates it.
+CATALOG_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after_ingest")
+
 
 @dg.asset(
     group_name="catalog",
     deps=[a.key for a in INGEST_ASSETS],
     kinds={"duckdb"},
+    automation_condition=CATALOG_AUTOMATION,
     description=(
         "The DuckDB catalog analysts open: views episodes, episode_log, rejects, imports, exports, "
         "snapshots and the "

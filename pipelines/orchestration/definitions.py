@@ -21,7 +21,7 @@ from pipelines.orchestration.exports import (
     export_specs_job,
     export_specs_schedule,
 )
-from pipelines.orchestration.jobs import INGEST_JOBS, catalog_after_ingest, catalog_job
+from pipelines.orchestration.jobs import INGEST_JOBS, catalog_automation, catalog_job
 from pipelines.orchestration.resources import ExportProgress, resources_from_env
 from pipelines.orchestration.sensors import landing_sensor
 
@@ -42,7 +42,7 @@ def build_definitions() -> dg.Definitions:
             *BACKUP_OP_JOBS,
         ],
         schedules=[export_specs_schedule, expire_exports_schedule, *BACKUP_SCHEDULES],
-        sensors=[landing_sensor, catalog_after_ingest, *BACKUP_SENSORS],
+        sensors=[landing_sensor, catalog_automation, *BACKUP_SENSORS],
         resources=resources_from_env() | {"export_progress": ExportProgress()},
     )
 

@@ -29,13 +29,13 @@ catalog_job = dg.define_asset_job(
 )
 
 
-#: The catalog follows every successful ingest run.
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=INGEST_JOBS,
-    request_job=catalog_job,
+#: Evaluates the catalog's automation condition (``CATALOG_AUTOMATION``: one refresh after any
+#: ingest, backfill or not, once nothing is in flight). On by default, unlike the sensor Dagster
+#: would otherwise create for it.
+catalog_automation = dg.AutomationConditionSensorDefinition(
+    "catalog_automation",
+    target=dg.AssetSelection.assets("episode_catalog"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    description="Refreshes the catalog once after ingest runs or backfills finish (any way launched).",
 )
-def catalog_after_ingest(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"catalog-after-{context.dagster_run.run_id}")
