@@ -119,15 +119,18 @@ def load_state(store: EpisodeStore) -> tuple[State, pl.DataFrame] | None:
         return state, pl.read_parquet(f)
 
 
-def _segments_sql(store: EpisodeStore, segments: list[Segment], where: str = "true", *, pos: bool) -> str:
+def _segments_sql(
+    store: EpisodeStore, segments: list[Segment], where: str = "true", *, pos: bool, cols: str = "*"
+) -> str:
     """The live rows of ``segments`` (``pos``: with ``_seg`` and ``_row``, their position)."""
+    cols = "* EXCLUDE (file_row_number)" if cols == "*" else cols
     uri = store.location.uri
     parts = []
     for s in segments:
         src = uri(store.location.path(DIR, s.file))
         extra = f", {quote_literal(s.file)} AS _seg, file_row_number AS _row" if pos else ""
         sql = (
-            f"SELECT * EXCLUDE (file_row_number){extra} FROM read_parquet({quote_literal(src)}, "
+            f"SELECT {cols}{extra} FROM read_parquet({quote_literal(src)}, "
             f"file_row_number = true) WHERE {where}"
         )
         if s.deletes:
@@ -174,7 +177,10 @@ def refresh(store: EpisodeStore, *, rebuild: bool = False) -> Refresh:
     if loaded is not None and not set(loaded[1]["_manifest"]) <= set(listing):
         loaded = None  # a commit was removed (a restore): the state no longer follows from the log
     full = loaded is None
-    state, imports = loaded or (State(gen=0, imports=""), imports_index.frame([]))
+    if loaded is None:  # generations go on from the newest state file, usable or not
+        states = loc.fs.glob(loc.path(DIR, "_state", "*.json"))
+        last = max((int(p.rsplit("/", 1)[1].split(".")[0]) for p in states), default=0)
+    state, imports = loaded or (State(gen=last, imports=""), imports_index.frame([]))
     known = set(imports["_manifest"])
     new_paths = [p for p in listing if p not in known]
     if not new_paths and not full:
@@ -265,7 +271,7 @@ class _Merge:
         con.execute("CREATE TEMP TABLE k AS SELECT DISTINCT _identity_hash AS h FROM fresh")
         if removed and old:
             gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})"
-            hit = _segments_sql(self.store, old, gone, pos=False)
+            hit = _segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
             con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
         keys = [int(h) for (h,) in con.sql("SELECT DISTINCT h FROM k").fetchall()]
         where = (
