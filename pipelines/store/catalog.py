@@ -32,7 +32,7 @@ from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
 from pipelines.store import catalog_file, current
-from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, typed_empty
+from pipelines.store.episodes import IDENTITY, EpisodeStore, typed_empty
 from pipelines.store.locations import Location
 
 
@@ -169,7 +169,7 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: c
     for name, segments in (("_current", state.episodes), ("_history", state.history)):
         sql = current.relation_sql(store, segments)
         if sql is None:
-            extra = ", 1::INTEGER AS _versions" if name == "_current" else ""
+            extra = ", 1::INTEGER AS _versions" if name == "_current" else ", 1::INTEGER AS _rank"
             con.register("empty", typed_empty(EPISODE_SCHEMA))
             con.execute(
                 f"CREATE TABLE {name}_empty AS SELECT *, ''::VARCHAR AS _ingest_id, "
@@ -179,14 +179,17 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: c
             sql = f"SELECT * FROM {name}_empty"
         con.execute(f"CREATE VIEW {name} AS {sql}")
     con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
-    # an episode with one live version is its current row; the others have every version in history
+    # an episode with one live version is its current row; the others have every version in
+    # history, ranked once by the order that picks the current one: the best-ranked version valid
+    # at ts is the episode as of ts (a narrow aggregate, no window over the versions' rows)
     con.execute(
         f"""
         CREATE MACRO episodes_as_of(ts) AS TABLE
         SELECT * EXCLUDE ({hidden}) FROM _current WHERE _versions = 1 AND {AS_OF}
         UNION ALL BY NAME
-        SELECT * EXCLUDE (_ingest_id, _identity_hash) FROM _history WHERE {AS_OF}
-        QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1
+        SELECT * EXCLUDE (_ingest_id, _identity_hash, _rank) FROM _history
+        SEMI JOIN (SELECT {IDENTITY}, min(_rank) AS _rank FROM _history WHERE {AS_OF} GROUP BY ALL)
+          USING ({IDENTITY}, _rank)
         """
     )
 

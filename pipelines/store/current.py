@@ -18,7 +18,8 @@ dumps. The state file is written last and atomically: a crash leaves the old sta
 
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
-from; ``_versions``: how many live versions the episode has) are left out of the catalog's views.
+from; ``_versions``: how many live versions the episode has; in history, ``_rank``: the version's
+place in the order that picks the current one, 1 first) are left out of the catalog's views.
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ from pipelines.store.episodes import (
 
 LAYOUT = 1
 DIR = "current"
-HIDDEN = ("_ingest_id", "_identity_hash", "_versions")
+HIDDEN = ("_ingest_id", "_identity_hash", "_versions")  # history has _rank instead of _versions
 SORT = "tenant_id, scope, observed_at"
 FANOUT = 8  # segments of one size tier merged into one of the next
 BASE_ROWS = 4096  # the smallest tier
 DIRTY = 0.25  # a segment with this share of rows deleted is rewritten
+ROW_GROUP = 16_384  # small enough that one user's rows cost one small read, not a 100k-row group
 IN_LIST_MAX = 4096  # affected identities looked up by a literal IN list (pushed into the scan)
 
 
@@ -234,16 +236,16 @@ class _Merge:
         return self.store.location.uri(self.store.location.path(DIR, rel))
 
     def _write(self, table: str, select: str, kind: str = "seg") -> Segment | None:
-        (rows,) = self.con.sql(f"SELECT count(*) FROM ({select})").fetchall()[0]
-        if not rows:
-            return None
         rel = f"{table}/{kind}-{new_ingest_id()}.parquet"
         if self.store.location.is_local:
             self.store.fs.makedirs(self.store.location.path(DIR, table), exist_ok=True)
-        self.con.execute(
+        (rows,) = self.con.execute(
             f"COPY ({select}) TO {quote_literal(self._uri(rel))} "
-            "(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 100000)"
-        )
+            f"(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {ROW_GROUP})"
+        ).fetchall()[0]
+        if not rows:  # nothing to keep: no empty segment in the state
+            self.store.fs.rm(self.store.location.path(DIR, rel))
+            return None
         self.written.append(rel)
         return Segment(rel, int(rows))
 
@@ -283,11 +285,8 @@ class _Merge:
             if segs and keys:
                 con.execute(f"CREATE TEMP TABLE {name} AS {_segments_sql(self.store, segs, where, pos=True)}")
             else:
-                src = (
-                    "SELECT *, 1::INTEGER AS _versions FROM fresh"
-                    if name == "hit_cur"
-                    else "SELECT * FROM fresh"
-                )
+                src = "SELECT *, 1::INTEGER AS _" + ("versions" if name == "hit_cur" else "rank")
+                src += " FROM fresh"
                 pos = "''::VARCHAR AS _seg, 0::BIGINT AS _row"
                 con.execute(f"CREATE TEMP TABLE {name} AS SELECT *, {pos} FROM ({src}) LIMIT 0")
         drop = f"_ingest_id NOT IN ({', '.join(quote_literal(r) for r in removed)})" if removed else "true"
@@ -295,7 +294,7 @@ class _Merge:
             f"""CREATE TEMP TABLE ranked AS
             SELECT *, row_number() OVER w AS _rn, count(*) OVER (PARTITION BY {IDENTITY}) AS _nv FROM (
               SELECT * EXCLUDE (_versions, _seg, _row) FROM hit_cur WHERE _versions = 1 AND {drop}
-              UNION ALL BY NAME SELECT * EXCLUDE (_seg, _row) FROM hit_hist WHERE {drop}
+              UNION ALL BY NAME SELECT * EXCLUDE (_seg, _row, _rank) FROM hit_hist WHERE {drop}
               UNION ALL BY NAME SELECT * FROM fresh)
             WINDOW w AS (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER})"""
         )
@@ -305,7 +304,8 @@ class _Merge:
             f"ORDER BY {SORT}",
         )
         hist = self._write(
-            "history", f"SELECT * EXCLUDE (_rn, _nv) FROM ranked WHERE _nv > 1 ORDER BY {SORT}"
+            "history",
+            f"SELECT * EXCLUDE (_rn, _nv), _rn::INTEGER AS _rank FROM ranked WHERE _nv > 1 ORDER BY {SORT}",
         )
         self.state.episodes = self._mark_deleted(self.state.episodes, "hit_cur") + ([cur] if cur else [])
         self.state.history = self._mark_deleted(self.state.history, "hit_hist") + ([hist] if hist else [])
