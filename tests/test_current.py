@@ -3,7 +3,6 @@ version would say, refreshed from what changed only, safe for open sessions and 
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 from typing import Any
@@ -101,11 +100,11 @@ def test_refresh_reads_only_the_new_dump(store: EpisodeStore, landing: Location,
     assert not done.full
     assert done.read == [store.location.uri(f["path"]) for f in manifest["files"]["episodes"]]
     # written: one current segment (the 10 episodes), one history segment (their 20 versions),
-    # one delete file (d3's 10 rows that are no longer current), the imports table
-    kinds = sorted(f.split("/")[-1].split("-")[0] for f in done.written)
-    assert kinds == ["del", "imports", "seg", "seg"], done.written
-    segs = {s.file: s.rows for s in done.state.episodes + done.state.history}
-    assert sorted(segs[f] for f in done.written if f in segs) == [10, 20]
+    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
+    kinds = sorted(f.split("-")[0] for f in done.written)
+    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "history/seg", "imports"], done.written
+    segs = {s.file: s.rows for s in done.state.segments()}
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "history/"))] == [10, 20]
     assert current.refresh(store).written == []  # nothing new: nothing read or written
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
 
@@ -168,7 +167,7 @@ def test_crash_during_refresh_leaves_a_valid_state(
 def polars_current(store_root: Path) -> pl.DataFrame:
     """The README's recipe: the current episodes from the store alone, with Polars."""
     root = store_root / "current"
-    state = json.loads(Path(sorted(glob.glob(f"{root}/_state/*.json"))[-1]).read_text(encoding="utf-8"))
+    state = json.loads(sorted(root.glob("_state/*.json"))[-1].read_text(encoding="utf-8"))
     parts = []
     for seg in state["episodes"]:
         frame = pl.scan_parquet(root / seg["file"]).with_row_index("_row")
