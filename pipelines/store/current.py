@@ -395,7 +395,9 @@ class _Merge:
                 ).append(s)
             chosen = [s for s in segs if s.live == 0 or s.deleted > DIRTY * s.rows]
             for tier in sorted(tiers):
-                if len(tiers[tier]) >= FANOUT:
+                # the smallest tier is merged as soon as it has two: cheap, and each file costs a
+                # query its footer and a scan of its own
+                if len(tiers[tier]) >= (2 if tier == 0 else FANOUT):
                     chosen += [s for s in tiers[tier] if s not in chosen]
                     break
             if not chosen:
