@@ -4,6 +4,7 @@ version would say, refreshed from what changed only, safe for open sessions and 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,20 @@ def test_polars_reads_the_current_episodes_from_the_store(tmp_path: Path) -> Non
         want = con.sql("SELECT source_id, content FROM episodes ORDER BY ALL").pl()
     got = polars_current(tmp_path / "store").select("source_id", "content").sort(pl.all())
     assert got.equals(want)
+
+
+def test_vacuum_removes_only_what_the_state_no_longer_names(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(current, "FANOUT", 2)
+    catalog = tmp_path / "c.duckdb"
+    for n in range(4):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1))
+        build_catalog(store, catalog)
+    assert current.vacuum(store, grace=timedelta(hours=1)) == []  # all young: kept for open sessions
+    removed = current.vacuum(store, grace=timedelta(0))
+    loaded = current.load_state(store)
+    assert removed and loaded is not None
+    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in (s.file, s.deletes) if f}
+    assert not {r.split("/current/", 1)[1] for r in removed} & named
+    assert assert_matches_window(store, catalog) == 25
