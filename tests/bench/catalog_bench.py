@@ -131,13 +131,17 @@ def build_store(root: Path, episodes: int, dumps: int) -> EpisodeStore:
     return store
 
 
-def best(con: duckdb.DuckDBPyConnection, sql: str, repeat: int = 5) -> float:
-    times = []
+def best_pair(
+    a: duckdb.DuckDBPyConnection, qa: str, b: duckdb.DuckDBPyConnection, qb: str, repeat: int = 11
+) -> tuple[float, float]:
+    """Best times of two queries, run alternately (the machine is shared: load hits both alike)."""
+    ta, tb = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
-        con.sql(sql).fetchall()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for con, sql, times in ((a, qa, ta), (b, qb, tb)):
+            t = time.perf_counter()
+            con.sql(sql).fetchall()
+            times.append(time.perf_counter() - t)
+    return min(ta), min(tb)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -180,7 +184,7 @@ def run_size(episodes: int, dumps: int) -> dict[str, Any]:
                     t="episodes_as_of(TIMESTAMPTZ '2025-01-05')" if name == "as of" else "episodes"
                 )
                 theirs = sql.format(t=f"episodes WHERE {AS_OF}" if name == "as of" else "episodes")
-                a, b = best(cat, mine), best(tab, theirs)
+                a, b = best_pair(cat, mine, tab, theirs)
                 results[name] = a / b
                 print(
                     f"  {name:9s} catalog {a * 1000:8.1f} ms   plain table {b * 1000:8.1f} ms   {a / b:5.2f}x"
@@ -205,8 +209,9 @@ def main() -> int:
         share = r["refresh"] / r["full"]
         verdict = "PASS" if not slow and share <= 0.10 else "FAIL"
         ok &= verdict == "PASS"
+        worst = max(v for k, v in r.items() if k in (*QUERIES, "as of"))
         print(
-            f"{verdict} {episodes:,}/{dumps:,}: worst query {max(v for k, v in r.items() if k in (*QUERIES, 'as of')):.2f}x "
+            f"{verdict} {episodes:,}/{dumps:,}: worst query {worst:.2f}x "
             f"(target 3x), refresh {share:.1%} of a full rebuild (target 10%)"
         )
     if len(results) > 1:
