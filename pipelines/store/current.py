@@ -62,7 +62,8 @@ DIRTY = 0.25  # a segment with this share of rows deleted is rewritten
 #: Rows per Parquet row group: one user's rows cost one small read, and the footer a query parses
 #: stays small (measured at 1M episodes: 16k groups made footers the cost of a filtered count).
 ROW_GROUP = 32_768
-IN_LIST_MAX = 4096  # affected identities looked up by a literal IN list (pushed into the scan)
+IN_LIST_MAX = 4096
+MEMORY_LIMIT = "3GB"  # affected identities looked up by a literal IN list (pushed into the scan)
 
 
 @dataclass
@@ -204,7 +205,9 @@ def refresh(store: EpisodeStore, *, rebuild: bool = False) -> Refresh:
     added = imports.filter(pl.col("_manifest").is_in(list(now_live - was_live)))
     removed = imports.filter(pl.col("_manifest").is_in(list(was_live - now_live)))
     with tempfile.TemporaryDirectory(prefix="memport-current-") as tmp:
-        con = duckdb.connect(config={"temp_directory": tmp, "preserve_insertion_order": False})
+        # bounded: a full rebuild sorts the whole store, spilling to ``tmp`` beyond the limit
+        config = {"temp_directory": tmp, "preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT}
+        con = duckdb.connect(config=config)
         try:
             loc.register_with(con)
             merge = _Merge(store, con, state)
@@ -318,14 +321,17 @@ class _Merge:
                 f"FROM read_parquet({quote_list([f for f, _ in files])}, filename = true, "
                 "hive_partitioning = false) e JOIN added_files a USING (filename)"
             )
-        con.execute(f"CREATE TEMP TABLE fresh AS {fresh}")
-        old = self.state.episodes + self.state.history
-        con.execute("CREATE TEMP TABLE k AS SELECT DISTINCT _identity_hash AS h FROM fresh")
-        if removed and old:
-            gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})"
-            hit = _segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
-            con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
-        keys = [int(h) for (h,) in con.sql("SELECT DISTINCT h FROM k").fetchall()]
+        old = self.state.episodes + self.state.history + self.state.asof
+        # a full build reads the new files once, straight into the window (nothing to look up)
+        con.execute(f"CREATE TEMP {'TABLE' if old else 'VIEW'} fresh AS {fresh}")
+        keys: list[int] = []
+        if old:
+            con.execute("CREATE TEMP TABLE k AS SELECT DISTINCT _identity_hash AS h FROM fresh")
+            if removed:
+                gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})"
+                hit = _segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
+                con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
+            keys = [int(h) for (h,) in con.sql("SELECT DISTINCT h FROM k").fetchall()]
         where = (
             f"_identity_hash IN ({', '.join(map(str, keys))})"
             if len(keys) <= IN_LIST_MAX

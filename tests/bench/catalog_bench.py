@@ -159,7 +159,7 @@ def run_size(episodes: int, dumps: int) -> dict[str, Any]:
         f"{episodes:,} episodes / {dumps:,} dumps: full rebuild {full:.2f} s ({summary.episodes:,} current)"
     )
     plain.unlink(missing_ok=True)
-    with duckdb.connect(str(plain)) as con:
+    with duckdb.connect(str(plain), config={"memory_limit": "3GB"}) as con:
         con.execute("ATTACH ? AS cat (READ_ONLY)", [str(catalog)])
         con.execute("CREATE TABLE episodes AS SELECT * FROM cat.episodes")
         con.execute(f"CREATE TABLE history AS SELECT * FROM cat.episode_log WHERE {AS_OF}")
