@@ -170,17 +170,17 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: c
         "_current": ", 1::INTEGER AS _versions",
         "_asof": ", NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to",
     }
-    for name, segments in (("_current", state.episodes), ("_asof", state.asof)):
+    for view, segments in (("_current", state.episodes), ("_asof", state.asof)):
         sql = current.relation_sql(store, segments)
         if sql is None:
             con.register("empty", typed_empty(EPISODE_SCHEMA))
             con.execute(
-                f"CREATE TABLE {name}_empty AS SELECT *, ''::VARCHAR AS _ingest_id, "
-                f"0::UBIGINT AS _identity_hash{extras[name]} FROM empty"
+                f"CREATE TABLE {view}_empty AS SELECT *, ''::VARCHAR AS _ingest_id, "
+                f"0::UBIGINT AS _identity_hash{extras[view]} FROM empty"
             )
             con.unregister("empty")
-            sql = f"SELECT * FROM {name}_empty"
-        con.execute(f"CREATE VIEW {name} AS {sql}")
+            sql = f"SELECT * FROM {view}_empty"
+        con.execute(f"CREATE VIEW {view} AS {sql}")
     con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
     # an episode with one live version is its current row, filtered; for the others, the refresh
     # worked out which version holds over which span of time: a filter, no window over versions

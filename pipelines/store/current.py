@@ -337,14 +337,14 @@ class _Merge:
             if len(keys) <= IN_LIST_MAX
             else ("_identity_hash IN (SELECT h FROM k)")
         )
-        for name, segs in (("hit_cur", self.state.episodes), ("hit_hist", self.state.history)):
+        for hits, segs in (("hit_cur", self.state.episodes), ("hit_hist", self.state.history)):
             if segs and keys:
-                con.execute(f"CREATE TEMP TABLE {name} AS {_segments_sql(self.store, segs, where, pos=True)}")
+                con.execute(f"CREATE TEMP TABLE {hits} AS {_segments_sql(self.store, segs, where, pos=True)}")
             else:
-                src = "SELECT *, 1::INTEGER AS _" + ("versions" if name == "hit_cur" else "rank")
+                src = "SELECT *, 1::INTEGER AS _" + ("versions" if hits == "hit_cur" else "rank")
                 src += " FROM fresh"
                 pos = "''::VARCHAR AS _seg, 0::BIGINT AS _row"
-                con.execute(f"CREATE TEMP TABLE {name} AS SELECT *, {pos} FROM ({src}) LIMIT 0")
+                con.execute(f"CREATE TEMP TABLE {hits} AS SELECT *, {pos} FROM ({src}) LIMIT 0")
         drop = f"_ingest_id NOT IN ({', '.join(quote_literal(r) for r in removed)})" if removed else "true"
         con.execute(
             f"""CREATE TEMP TABLE ranked AS
