@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from connectors.errors import StoreError
 from pipelines.store import current
 from pipelines.store.catalog import build_catalog, connect
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore
@@ -211,3 +212,21 @@ def test_vacuum_removes_only_what_the_state_no_longer_names(
     named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in (s.file, s.deletes) if f}
     assert not {r.split("/current/", 1)[1] for r in removed} & named
     assert assert_matches_window(store, catalog) == 25
+
+
+def test_two_refreshes_at_once_one_commits(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(store, landing, "a.json", dump(range(10)))
+    current.refresh(store)
+    ingest(store, landing, "b.json", dump(range(5, 15), day=2))
+    compact = current._Merge.compact
+
+    def racing(self: object) -> None:  # another run's refresh commits while this one works
+        monkeypatch.setattr(current._Merge, "compact", compact)
+        current.refresh(store)
+
+    monkeypatch.setattr(current._Merge, "compact", racing)
+    with pytest.raises(StoreError, match="another refresh committed generation"):
+        current.refresh(store)
+    assert assert_matches_window(store, tmp_path / "c.duckdb") == 15

@@ -38,6 +38,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from connectors.errors import StoreError
 from connectors.kit.sql import quote_list, quote_literal
 from connectors.schema import EPISODE_SCHEMA
 from pipelines.store import imports_index
@@ -247,12 +248,29 @@ def _manifest_listing(store: EpisodeStore) -> list[str]:
 def _commit(store: EpisodeStore, state: State) -> None:
     path = store.location.path(DIR, "_state", f"{state.gen:012d}.json")
     if store.fs.exists(path):
-        raise RuntimeError(
+        raise StoreError(
             f"another refresh committed generation {state.gen} of {store.location.url()}/{DIR} at the "
             "same time; run the refresh again (it starts from the newer state)"
         )
-    body = {**asdict(state), "committed_at": datetime.now(UTC).isoformat()}
-    store.location.write_atomic(path, json.dumps(body, indent=1).encode())
+    body = json.dumps({**asdict(state), "committed_at": datetime.now(UTC).isoformat()}, indent=1).encode()
+    if not store.location.is_local:  # one PUT; two refreshes racing on one object store: last wins
+        store.location.write_atomic(path, body)
+        return
+    tmp = f"{path}.tmp-{new_ingest_id()}"
+    Path(tmp).parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # atomic, and fails if a concurrent refresh committed this generation
+    except FileExistsError:
+        raise StoreError(
+            f"another refresh committed generation {state.gen} of {store.location.url()}/{DIR} at the "
+            "same time; run the refresh again (it starts from the newer state)"
+        ) from None
+    finally:
+        Path(tmp).unlink()
 
 
 #: For each episode with several versions, the spans of time over which each version is the one
