@@ -152,7 +152,9 @@ def build_catalog(
     finally:
         tmp.unlink(missing_ok=True)
     path = catalog_file.readable(target)
-    versions, rejects = int(live["accepted"].sum()), int(live["rejected"].sum() + live["duplicate"].sum())
+    (versions, rejects), *_ = live.select(
+        pl.col("accepted").sum(), pl.sum_horizontal("rejected", "duplicate").sum()
+    ).rows()
     return CatalogSummary(path, live.height, len(episode_files), episodes, versions, rejects, note=note)
 
 

@@ -207,7 +207,11 @@ def refresh(store: EpisodeStore, *, rebuild: bool = False) -> Refresh:
     removed = imports.filter(pl.col("_manifest").is_in(list(was_live - now_live)))
     with tempfile.TemporaryDirectory(prefix="memport-current-") as tmp:
         # bounded: a full rebuild sorts the whole store, spilling to ``tmp`` beyond the limit
-        config = {"temp_directory": tmp, "preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "temp_directory": tmp,
+            "preserve_insertion_order": False,
+            "memory_limit": MEMORY_LIMIT,
+        }
         con = duckdb.connect(config=config)
         try:
             loc.register_with(con)
@@ -298,7 +302,8 @@ class _Merge:
     """One refresh's work on a DuckDB connection: new segments, delete files, compaction."""
 
     def __init__(self, store: EpisodeStore, con: duckdb.DuckDBPyConnection, state: State) -> None:
-        self.store, self.con, self.written = store, con, []
+        self.store, self.con = store, con
+        self.written: list[str] = []
         self.state = State(
             state.gen, state.imports, list(state.episodes), list(state.history), list(state.asof)
         )
