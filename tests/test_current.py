@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from connectors.errors import StoreError
-from pipelines.store import current
+from pipelines.store import current, segments
 from pipelines.store.catalog import build_catalog, connect
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore
 from pipelines.store.ingest import ingest_dump
@@ -94,7 +94,7 @@ def test_current_state_follows_new_versions_reimports_and_tenants(
 def test_refresh_reads_only_the_new_dump(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(current, "BASE_ROWS", 1)  # no compaction: only this refresh's own work
+    monkeypatch.setattr(segments, "BASE_ROWS", 1)  # no compaction: only this refresh's own work
     for n in range(4):
         ingest(store, landing, f"d{n}.json", dump(range(n * 100, n * 100 + 100)))
     first = current.refresh(store)
@@ -117,7 +117,7 @@ def test_refresh_reads_only_the_new_dump(
 def test_compaction_keeps_few_segments(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(current, "FANOUT", 3)
+    monkeypatch.setattr(segments, "FANOUT", 3)
     catalog = tmp_path / "c.duckdb"
     for n in range(10):
         ingest(store, landing, f"d{n}.json", dump(range(n * 10, n * 10 + 20), day=n + 1))
@@ -131,7 +131,7 @@ def test_compaction_keeps_few_segments(
 def test_open_session_keeps_reading_during_refresh(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(current, "FANOUT", 2)
+    monkeypatch.setattr(segments, "FANOUT", 2)
     catalog = tmp_path / "c.duckdb"
     ingest(store, landing, "a.json", dump(range(50)))
     build_catalog(store, catalog)
@@ -153,7 +153,7 @@ def test_crash_during_refresh_leaves_a_valid_state(
     ingest(store, landing, "a.json", dump(range(30)))
     assert assert_matches_window(store, catalog) == 30
     ingest(store, landing, "b.json", dump(range(20, 40), text="b", day=2))
-    owner: Any = current if where == "_commit" else current._Merge
+    owner: Any = current if where == "_commit" else segments.Merge
 
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt(f"killed in {where}")
@@ -200,7 +200,7 @@ def test_polars_reads_the_current_episodes_from_the_store(tmp_path: Path) -> Non
 def test_vacuum_removes_only_what_the_state_no_longer_names(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(current, "FANOUT", 2)
+    monkeypatch.setattr(segments, "FANOUT", 2)
     catalog = tmp_path / "c.duckdb"
     for n in range(4):
         ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1))
@@ -220,13 +220,13 @@ def test_two_refreshes_at_once_one_commits(
     ingest(store, landing, "a.json", dump(range(10)))
     current.refresh(store)
     ingest(store, landing, "b.json", dump(range(5, 15), day=2))
-    compact = current._Merge.compact
+    compact = segments.Merge.compact
 
     def racing(self: object) -> None:  # another run's refresh commits while this one works
-        monkeypatch.setattr(current._Merge, "compact", compact)
+        monkeypatch.setattr(segments.Merge, "compact", compact)
         current.refresh(store)
 
-    monkeypatch.setattr(current._Merge, "compact", racing)
+    monkeypatch.setattr(segments.Merge, "compact", racing)
     with pytest.raises(StoreError, match="another refresh committed generation"):
         current.refresh(store)
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 15

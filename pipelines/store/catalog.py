@@ -31,7 +31,7 @@ from connectors.kit.sql import quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
-from pipelines.store import catalog_file, current
+from pipelines.store import catalog_file, current, segments
 from pipelines.store.episodes import EpisodeStore, typed_empty
 from pipelines.store.locations import Location
 
@@ -165,15 +165,15 @@ AS_OF = """coalesce(valid_from <= ts::TIMESTAMPTZ, true)
   AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')"""
 
 
-def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: current.State) -> None:
+def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: segments.State) -> None:
     """``episodes`` and ``episodes_as_of`` over the materialized current state and history."""
     hidden = ", ".join(current.HIDDEN)
     extras = {
         "_current": ", 1::INTEGER AS _versions",
         "_asof": ", NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to",
     }
-    for view, segments in (("_current", state.episodes), ("_asof", state.asof)):
-        sql = current.relation_sql(store, segments)
+    for view, segs in (("_current", state.episodes), ("_asof", state.asof)):
+        sql = segments.relation_sql(store, segs)
         if sql is None:
             con.register("empty", typed_empty(EPISODE_SCHEMA))
             con.execute(
