@@ -14,7 +14,7 @@ import dotenv
 import duckdb
 
 from pipelines.orchestration.assets import _check_results
-from pipelines.store.catalog import _imports_frame
+from pipelines.store import imports_index
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
@@ -45,7 +45,8 @@ def test_a_cut_dump_is_unread_in_manifest_catalog_and_check(tmp_path: Path) -> N
     assert result.counts == {"read": 21, "accepted": 20, "rejected": 1, "duplicate": 0, "unread_bytes": 11}
     [span] = result.manifest["unread"]
     assert (span["offset"], span["size"], span["reason"]) == (start, 11, "truncated_document")
-    frame = _imports_frame([(True, result.manifest), (True, ok.manifest)]).sort("dump")
+    rows = [imports_index.import_row(f"m{i}.json", m.manifest, "") for i, m in enumerate((result, ok))]
+    frame = imports_index.frame(rows).sort("dump")
     assert frame.select("dump", "unread_bytes", "unread_offset").rows() == [
         ("cut.json", 11, start),
         ("ok.json", 0, None),

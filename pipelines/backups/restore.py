@@ -214,7 +214,7 @@ def restore(
     stale = [p for p in existing if p not in wanted]
     commits = set(target.fs.glob(target.location.path("imports", "*", "*", "*.json")))
     _uncommit(target, [p for p in stale if p in commits])
-    summary = build_catalog(target, catalog_path, backup=backup)
+    summary = build_catalog(target, catalog_path, backup=backup, rebuild=True)
     if leftovers := [p for p in stale if p not in commits]:
         target.fs.rm(leftovers)
     return RestoreResult(

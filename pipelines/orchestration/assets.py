@@ -20,6 +20,7 @@ from pipelines.orchestration.resources import (
     ImportSettings,
     LandingZone,
 )
+from pipelines.store import current
 from pipelines.store.catalog import build_catalog
 from pipelines.store.episodes import ImportResult
 from pipelines.store.ingest import ingest_dump
@@ -211,7 +212,8 @@ def episode_catalog(
     )
     if summary.note:
         context.log.warning(f"catalog: {summary.note}")
-    removed = store.vacuum(grace=timedelta(hours=episode_store.vacuum_grace_hours))
+    grace = timedelta(hours=episode_store.vacuum_grace_hours)
+    removed = store.vacuum(grace=grace) + current.vacuum(store, grace=grace)
     context.log.info(
         f"catalog {summary.path}: {summary.episodes:,} episodes; vacuumed {len(removed)} unreferenced file(s)"
     )

@@ -7,7 +7,8 @@ are kept until ``vacuum``'s grace period passes); the pipeline never waits on th
 holding it read-write is never swapped under, and what it wrote is never replaced: see
 ``pipelines.store.catalog_file``.
 
-Views: ``episodes`` (current version of each episode: per tenant, system and source id),
+Views: ``episodes`` (current version of each episode: per tenant, system and source id, read
+from the materialized current state, ``pipelines.store.current``),
 ``episode_log`` (every version), ``rejects``, ``imports`` (every import, ``live`` marks the
 committed one per partition and tenant), ``exports`` (every export from its manifest, newest
 first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the table macro
@@ -21,17 +22,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
+import polars.selectors as cs
 
 from connectors.kit.sql import duckdb_connect, quote_identifier, quote_list
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
-from pipelines.store import catalog_file
-from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, dump_relpath, typed_empty
+from pipelines.store import catalog_file, current, segments
+from pipelines.store.episodes import EpisodeStore, typed_empty
 from pipelines.store.locations import Location
 
 
@@ -60,71 +61,6 @@ def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], sch
     con.execute(f"CREATE TABLE {empty} AS SELECT * FROM empty")
     con.unregister("empty")
     con.execute(f"CREATE VIEW {view} AS SELECT * FROM {empty}")
-
-
-def _unread_columns(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Bytes of the dump not read into records (0 in a manifest written before they were counted),
-    from which offset and why: an import whose account balances read its whole dump."""
-    spans = manifest.get("unread") or []
-    first = spans[0] if spans else {}
-    return {
-        "unread_bytes": int(manifest["counts"].get("unread_bytes", 0)),
-        "unread_offset": first.get("offset"),
-        "unread_reason": "; ".join(f"{s['reason']} at byte {s['offset']:,}: {s['detail']}" for s in spans)
-        or None,
-    }
-
-
-def _imports_frame(manifests: list[tuple[bool, dict[str, Any]]]) -> pl.DataFrame:
-    rows = [
-        {
-            "ingest_id": m["ingest_id"],
-            "live": live,
-            "source_system": m["source_system"],
-            "dump": dump_relpath(m["dump_key"]),
-            "dump_uri": m["dump_uri"],
-            "dump_sha256": m["dump_sha256"],
-            "dump_bytes": m["dump_bytes"],
-            "tenant_id": m["tenant_id"],
-            "scope_template": m["scope_template"],
-            "connector_version": m["connector_version"],
-            "started_at": datetime.fromisoformat(m["started_at"]),
-            "finished_at": datetime.fromisoformat(m["finished_at"]),
-            "duration_s": float(m["duration_s"]),
-            **{k: int(v) for k, v in m["counts"].items()},
-            **_unread_columns(m),
-            "rejects_by_reason": json.dumps(m["rejects_by_reason"]),
-            "episode_files": len(m["files"]["episodes"]),
-            "reject_files": len(m["files"]["rejects"]),
-        }
-        for live, m in manifests
-    ]
-    schema: dict[str, pl.DataType] = {
-        "ingest_id": pl.String(),
-        "live": pl.Boolean(),
-        "source_system": pl.String(),
-        "dump": pl.String(),
-        "dump_uri": pl.String(),
-        "dump_sha256": pl.String(),
-        "dump_bytes": pl.Int64(),
-        "tenant_id": pl.String(),
-        "scope_template": pl.String(),
-        "connector_version": pl.String(),
-        "started_at": pl.Datetime("us", "UTC"),
-        "finished_at": pl.Datetime("us", "UTC"),
-        "duration_s": pl.Float64(),
-        "read": pl.Int64(),
-        "accepted": pl.Int64(),
-        "rejected": pl.Int64(),
-        "duplicate": pl.Int64(),
-        "unread_bytes": pl.Int64(),
-        "unread_offset": pl.Int64(),
-        "unread_reason": pl.String(),
-        "rejects_by_reason": pl.String(),
-        "episode_files": pl.Int64(),
-        "reject_files": pl.Int64(),
-    }
-    return pl.DataFrame(rows, schema=schema).sort("started_at", descending=True)
 
 
 _EXPORT_COLUMNS: dict[str, pl.DataType] = {
@@ -176,19 +112,21 @@ def build_catalog(
     *,
     exports: Location | None = None,
     backup: Location | None = None,
+    rebuild: bool = False,
 ) -> CatalogSummary:
-    """Write a fresh catalog for the store's live partitions and swap it in atomically.
+    """Refresh the store's current state, write a fresh catalog over it and swap it in atomically.
 
-    ``exports``: where export manifests are, for the ``exports`` view; ``backup``: where snapshots
-    are, for the ``snapshots`` view (each empty without).
+    The refresh (``pipelines.store.current``) costs what changed since the last one; ``rebuild``
+    makes it start from scratch. ``exports``: where export manifests are, for the ``exports``
+    view; ``backup``: where snapshots are, for the ``snapshots`` view (each empty without).
     """
     target = Path(catalog_path).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    manifests = list(store.manifests())
-    live = [m for is_live, m in manifests if is_live]
-    uri = store.location.uri
-    episode_files = [uri(f["path"]) for m in live for f in m["files"]["episodes"]]
-    reject_files = [uri(f["path"]) for m in live for f in m["files"]["rejects"]]
+    done = current.refresh(store, rebuild=rebuild)
+    live = done.imports.filter("live")
+    path_of = store.location.path
+    episode_files = [store.location.uri(path_of(f)) for f in live["_episode_paths"].explode().drop_nulls()]
+    reject_files = [store.location.uri(path_of(f)) for f in live["_reject_paths"].explode().drop_nulls()]
     catalog_file.sweep_temps(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
@@ -196,25 +134,8 @@ def build_catalog(
             store.location.register_with(con)
             _files_view(con, "episode_log", episode_files, EPISODE_SCHEMA)
             _files_view(con, "rejects", reject_files, REJECT_SCHEMA)
-            con.execute(
-                "CREATE VIEW episodes AS SELECT * FROM episode_log "
-                f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1"
-            )
-            con.execute(
-                """
-                CREATE MACRO episodes_as_of(ts) AS TABLE
-                SELECT * FROM episode_log
-                WHERE coalesce(valid_from <= ts::TIMESTAMPTZ, true)
-                  AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
-                  AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
-                  AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')
-                QUALIFY row_number() OVER (PARTITION BY """
-                + IDENTITY
-                + " ORDER BY "
-                + CURRENT_ORDER
-                + ") = 1"
-            )
-            con.register("import_rows", _imports_frame(manifests))
+            _current_views(con, store, done.state)
+            con.register("import_rows", done.imports.drop(cs.starts_with("_")))
             con.execute("CREATE TABLE imports AS SELECT * FROM import_rows")
             con.unregister("import_rows")
             con.register("export_rows", _exports_frame(exports))
@@ -226,16 +147,54 @@ def build_catalog(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],
             )
-            counts = con.sql(
-                "SELECT (SELECT count(*) FROM episodes), (SELECT count(*) FROM episode_log), "
-                "(SELECT count(*) FROM rejects)"
-            ).fetchall()[0]
+            (episodes,) = con.sql("SELECT count(*) FROM episodes").fetchall()[0]
         note = catalog_file.install(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     path = catalog_file.readable(target)
-    episodes, versions, rejects = counts
-    return CatalogSummary(path, len(live), len(episode_files), episodes, versions, rejects, note=note)
+    (versions, rejects), *_ = live.select(
+        pl.col("accepted").sum(), pl.sum_horizontal("rejected", "duplicate").sum()
+    ).rows()
+    return CatalogSummary(path, live.height, len(episode_files), episodes, versions, rejects, note=note)
+
+
+#: The as-of predicate on a version's own times (bi-temporal: valid then, and known then).
+AS_OF = """coalesce(valid_from <= ts::TIMESTAMPTZ, true)
+  AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
+  AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
+  AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')"""
+
+
+def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: segments.State) -> None:
+    """``episodes`` and ``episodes_as_of`` over the materialized current state and history."""
+    hidden = ", ".join(current.HIDDEN)
+    extras = {
+        "_current": ", 1::INTEGER AS _versions",
+        "_asof": ", NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to",
+    }
+    for view, segs in (("_current", state.episodes), ("_asof", state.asof)):
+        sql = segments.relation_sql(store, segs)
+        if sql is None:
+            con.register("empty", typed_empty(EPISODE_SCHEMA))
+            con.execute(
+                f"CREATE TABLE {view}_empty AS SELECT *, ''::VARCHAR AS _ingest_id, "
+                f"0::UBIGINT AS _identity_hash{extras[view]} FROM empty"
+            )
+            con.unregister("empty")
+            sql = f"SELECT * FROM {view}_empty"
+        con.execute(f"CREATE VIEW {view} AS {sql}")
+    con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
+    # an episode with one live version is its current row, filtered; for the others, the refresh
+    # worked out which version holds over which span of time: a filter, no window over versions
+    con.execute(
+        f"""
+        CREATE MACRO episodes_as_of(ts) AS TABLE
+        SELECT * EXCLUDE ({hidden}) FROM _current WHERE _versions = 1 AND {AS_OF}
+        UNION ALL BY NAME
+        SELECT * EXCLUDE (_ingest_id, _identity_hash, _from, _to) FROM _asof
+        WHERE _from <= ts::TIMESTAMPTZ AND coalesce(_to > ts::TIMESTAMPTZ, true)
+        """
+    )
 
 
 def _snapshots_table(con: duckdb.DuckDBPyConnection, backup: Location | None) -> None:
@@ -253,6 +212,8 @@ def connect(catalog_path: str | Path, *, read_only: bool = True) -> duckdb.DuckD
             f"no catalog at {path}; run `make run` (or materialize the episode_catalog asset)"
         )
     con = duckdb_connect(str(path), read_only=read_only)
+    # parse each Parquet footer once per session, not once per query (5x on a filtered count)
+    con.execute("SET parquet_metadata_cache = true")
     (store_url,) = con.sql("SELECT store_url FROM catalog_info").fetchall()[0]
     Location.from_url(store_url).register_with(con)
     return con

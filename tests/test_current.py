@@ -1,0 +1,248 @@
+"""The materialized current state (``pipelines.store.current``): always what the window over every
+version would say, refreshed from what changed only, safe for open sessions and against crashes."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from connectors.errors import StoreError
+from pipelines.store import current, segments
+from pipelines.store.catalog import build_catalog, connect
+from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore
+from pipelines.store.ingest import ingest_dump
+from pipelines.store.locations import Location
+from tests.conftest import put
+
+COLUMNS = "tenant_id, source_system, source_id, episode_id, content, status, dump_uri, ingested_at"
+
+
+def dump(ids: range, *, text: str = "fact", day: int = 1, deleted: tuple[int, ...] = ()) -> str:
+    return json.dumps(
+        [
+            {
+                "id": f"m-{i}",
+                "memory": f"{text} {i}",
+                "user_id": f"u{i % 3}",
+                "created_at": "2025-01-01T00:00:00Z",
+                "updated_at": f"2025-01-{day:02d}T00:00:{i % 60:02d}Z",
+                **({"status": "deleted"} if i in deleted else {}),
+            }
+            for i in ids
+        ]
+    )
+
+
+def ingest(store: EpisodeStore, landing: Location, rel: str, body: str, tenant: str = "acme") -> None:
+    put(landing, f"mem0/{rel}", body)
+    ingest_dump(store, landing, "mem0", rel, tenant_id=tenant, force=True)
+
+
+def assert_matches_window(store: EpisodeStore, catalog: Path) -> int:
+    """``episodes`` and ``episodes_as_of`` equal the window over every live version."""
+    build_catalog(store, catalog)
+    with connect(catalog) as con:
+        want = con.sql(
+            f"SELECT {COLUMNS} FROM episode_log "
+            f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1 ORDER BY ALL"
+        ).fetchall()
+        assert con.sql(f"SELECT {COLUMNS} FROM episodes ORDER BY ALL").fetchall() == want
+        for ts in ("2025-01-01T12:00:00Z", "2025-01-02T00:00:30Z", "2030-01-01T00:00:00Z"):
+            asof = con.sql(
+                f"SELECT {COLUMNS} FROM episode_log WHERE coalesce(valid_from <= ?::TIMESTAMPTZ, true) "
+                "AND coalesce(valid_to > ?::TIMESTAMPTZ, true) "
+                "AND coalesce(recorded_at, created_at, observed_at) <= ?::TIMESTAMPTZ "
+                "AND coalesce(superseded_at > ?::TIMESTAMPTZ, status = 'active') "
+                f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1 "
+                "ORDER BY ALL",
+                params=[ts] * 4,
+            ).fetchall()
+            got = con.sql(f"SELECT {COLUMNS} FROM episodes_as_of(?) ORDER BY ALL", params=[ts]).fetchall()
+            assert got == asof, ts
+        return len(want)
+
+
+def test_current_state_follows_new_versions_reimports_and_tenants(
+    store: EpisodeStore, landing: Location, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "a.json", dump(range(10)))
+    assert assert_matches_window(store, catalog) == 10
+    ingest(store, landing, "b.json", dump(range(5, 15), text="newer", day=2, deleted=(7,)))
+    assert assert_matches_window(store, catalog) == 15
+    # a re-import of b without most of its records: a's versions become current again
+    ingest(store, landing, "b.json", dump(range(12, 14), text="newest", day=3))
+    assert assert_matches_window(store, catalog) == 12
+    # the same dump name and ids in another tenant: two episodes each, neither hides the other
+    ingest(store, landing, "a.json", dump(range(3), text="globex"), tenant="globex")
+    assert assert_matches_window(store, catalog) == 15
+    with connect(catalog) as con:
+        rows = con.sql(
+            "SELECT tenant_id, content FROM episodes WHERE source_id = 'm-1' ORDER BY 1"
+        ).fetchall()
+    assert rows == [("acme", "fact 1"), ("globex", "globex 1")]
+    # a full rebuild from the log gives the same state
+    assert current.refresh(store, rebuild=True).full
+    assert assert_matches_window(store, catalog) == 15
+
+
+def test_refresh_reads_only_the_new_dump(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "BASE_ROWS", 1)  # no compaction: only this refresh's own work
+    for n in range(4):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 100, n * 100 + 100)))
+    first = current.refresh(store)
+    assert first.full and len(first.read) == 4
+    ingest(store, landing, "new.json", dump(range(350, 360), text="update", day=5))
+    (manifest,) = [m for m in store.live_manifests() if m["dump_key"] == "new.json"]
+    done = current.refresh(store)
+    assert not done.full
+    assert done.read == [store.location.uri(f["path"]) for f in manifest["files"]["episodes"]]
+    # written: one current segment (the 10 episodes), one history segment (their 20 versions),
+    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
+    kinds = sorted(f.split("-")[0] for f in done.written)
+    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "history/seg", "imports"], done.written
+    segs = {s.file: s.rows for s in done.state.segments()}
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "history/"))] == [10, 20]
+    assert current.refresh(store).written == []  # nothing new: nothing read or written
+    assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
+
+
+def test_compaction_keeps_few_segments(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "FANOUT", 3)
+    catalog = tmp_path / "c.duckdb"
+    for n in range(10):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 10, n * 10 + 20), day=n + 1))
+        build_catalog(store, catalog)
+    loaded = current.load_state(store)
+    assert loaded is not None
+    assert len(loaded[0].episodes) < 6
+    assert assert_matches_window(store, catalog) == 110
+
+
+def test_open_session_keeps_reading_during_refresh(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "a.json", dump(range(50)))
+    build_catalog(store, catalog)
+    with connect(catalog) as analyst:
+        before = analyst.sql("SELECT count(*), max(content) FROM episodes").fetchall()
+        for n in range(3):  # new segments, deletes, compactions rewrite what the session reads
+            ingest(store, landing, f"b{n}.json", dump(range(40, 60), text=f"v{n}", day=n + 2))
+            build_catalog(store, catalog)
+        assert analyst.sql("SELECT count(*), max(content) FROM episodes").fetchall() == before
+    with connect(catalog) as fresh:
+        assert fresh.sql("SELECT count(*) FROM episodes").fetchall() == [(60,)]
+
+
+@pytest.mark.parametrize("where", ["apply", "compact", "_commit"])
+def test_crash_during_refresh_leaves_a_valid_state(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "a.json", dump(range(30)))
+    assert assert_matches_window(store, catalog) == 30
+    ingest(store, landing, "b.json", dump(range(20, 40), text="b", day=2))
+    owner: Any = current if where == "_commit" else segments.Merge
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt(f"killed in {where}")
+
+    with monkeypatch.context() as m:
+        m.setattr(owner, where, crash)
+        with pytest.raises(KeyboardInterrupt):
+            build_catalog(store, catalog)
+    with connect(catalog) as con:  # the installed catalog still reads the old state
+        assert con.sql("SELECT count(*) FROM episodes").fetchall() == [(30,)]
+    loaded = current.load_state(store)
+    assert loaded is not None and set(loaded[1].filter("live")["dump"]) == {"a.json"}
+    assert assert_matches_window(store, catalog) == 40  # the next refresh picks b up
+
+
+def polars_current(store_root: Path) -> pl.DataFrame:
+    """The README's recipe: the current episodes from the store alone, with Polars."""
+    root = store_root / "current"
+    state = json.loads(sorted(root.glob("_state/*.json"))[-1].read_text(encoding="utf-8"))
+    parts = []
+    for seg in state["episodes"]:
+        frame = pl.scan_parquet(root / seg["file"]).with_row_index("_row")
+        if seg["deletes"]:
+            frame = frame.join(
+                pl.scan_parquet(root / seg["deletes"]), left_on="_row", right_on="row", how="anti"
+            )
+        parts.append(frame.drop("_row"))
+    return pl.concat(parts).drop("_ingest_id", "_identity_hash", "_versions").collect()
+
+
+def test_polars_reads_the_current_episodes_from_the_store(tmp_path: Path) -> None:
+    store, landing = EpisodeStore.from_url(str(tmp_path / "store")), Location.from_url(str(tmp_path / "in"))
+    ingest(store, landing, "a.json", dump(range(30)))
+    ingest(store, landing, "b.json", dump(range(20, 40), text="b", day=2))
+    build_catalog(store, tmp_path / "c.duckdb")
+    ingest(store, landing, "c.json", dump(range(35, 45), text="c", day=3))
+    build_catalog(store, tmp_path / "c.duckdb")
+    with connect(tmp_path / "c.duckdb") as con:
+        want = con.sql("SELECT source_id, content FROM episodes ORDER BY ALL").pl()
+    got = polars_current(tmp_path / "store").select("source_id", "content").sort(pl.all())
+    assert got.equals(want)
+
+
+def test_vacuum_removes_only_what_the_state_no_longer_names(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    catalog = tmp_path / "c.duckdb"
+    for n in range(4):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1))
+        build_catalog(store, catalog)
+    assert current.vacuum(store, grace=timedelta(hours=1)) == []  # all young: kept for open sessions
+    removed = current.vacuum(store, grace=timedelta(0))
+    loaded = current.load_state(store)
+    assert removed and loaded is not None
+    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in (s.file, s.deletes) if f}
+    assert not {r.split("/current/", 1)[1] for r in removed} & named
+    assert assert_matches_window(store, catalog) == 25
+
+
+def test_two_refreshes_at_once_one_commits(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(store, landing, "a.json", dump(range(10)))
+    current.refresh(store)
+    ingest(store, landing, "b.json", dump(range(5, 15), day=2))
+    compact = segments.Merge.compact
+
+    def racing(self: object) -> None:  # another run's refresh commits while this one works
+        monkeypatch.setattr(segments.Merge, "compact", compact)
+        current.refresh(store)
+
+    monkeypatch.setattr(segments.Merge, "compact", racing)
+    with pytest.raises(StoreError, match="another refresh committed generation"):
+        current.refresh(store)
+    assert assert_matches_window(store, tmp_path / "c.duckdb") == 15
+
+
+def test_a_killed_refresh_leaves_no_state_file_behind(tmp_path: Path) -> None:
+    """A refresh killed between writing its state file and committing it leaves ``<gen>.json.tmp-…``;
+    once a refresh commits that generation (or a later one), the leftover can never commit: removed."""
+    store, landing = EpisodeStore.from_url(str(tmp_path / "store")), Location.from_url(str(tmp_path / "in"))
+    ingest(store, landing, "a.json", dump(range(10)))
+    state_dir = tmp_path / "store" / "current" / "_state"
+    state_dir.mkdir(parents=True)
+    dead = state_dir / "000000000001.json.tmp-20250101T000000000000Z-deadbeef"
+    dead.write_text("{", encoding="utf-8")
+    later = state_dir / "000000000009.json.tmp-20250101T000000000000Z-0a0a0a0a"  # a generation to come
+    later.write_text("{", encoding="utf-8")
+    current.refresh(store)
+    assert not dead.exists()
+    assert later.exists()
