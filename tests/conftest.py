@@ -76,3 +76,18 @@ def put(location: Location, relpath: str, data: bytes | str) -> str:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     location.fs.pipe_file(path, data)
     return path
+
+
+def memport_settings(base: Path) -> dict[str, str]:
+    """Every memport location under ``base``, tenant ``default``, no export specs: what a test of the
+    command line or the main job runs with (scope templates are the caller's choice)."""
+    return {
+        "MEMPORT_LANDING_URL": str(base / "landing"),
+        "MEMPORT_STORE_URL": str(base / "store"),
+        "MEMPORT_CATALOG_PATH": str(base / "episodes.duckdb"),
+        "MEMPORT_TENANT_ID": "default",
+        "MEMPORT_EXPORTS_URL": str(base / "exports"),
+        "MEMPORT_EXPORT_SPECS": "",
+        "MEMPORT_BACKUP_URL": str(base / "backups"),
+        "DAGSTER_HOME": str(base / "dagster"),
+    }

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli.main import main
+from tests.conftest import memport_settings
 
 REPO = Path(__file__).parent.parent
 #: The newest storage version the DuckDB 1.4 LTS line reads (1.5.x reads up to 68, 2.0 writes 69).
@@ -33,18 +34,9 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(REPO / "data" / "landing", tmp / "landing")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
-        for name, sub in {
-            "MEMPORT_LANDING_URL": "landing",
-            "MEMPORT_STORE_URL": "store",
-            "MEMPORT_EXPORTS_URL": "exports",
-            "MEMPORT_BACKUP_URL": "backups",
-            "DAGSTER_HOME": "dagster",
-        }.items():
-            mp.setenv(name, str(tmp / sub))
-        mp.setenv("MEMPORT_CATALOG_PATH", str(tmp / "episodes.duckdb"))
-        mp.setenv("MEMPORT_TENANT_ID", "default")
+        for name, value in memport_settings(tmp).items():
+            mp.setenv(name, value)
         mp.setenv("MEMPORT_SCOPE_TEMPLATES", "")
-        mp.setenv("MEMPORT_EXPORT_SPECS", "")
         assert main(["run"]) == 0
         yield tmp / "episodes.duckdb"
 

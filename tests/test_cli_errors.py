@@ -15,6 +15,7 @@ from pipelines.store.catalog import build_catalog
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
+from tests.conftest import memport_settings
 
 REPO = Path(__file__).parent.parent
 SAMPLE = REPO / "data" / "landing" / "mem0" / "get_all_v1_u481.json"
@@ -24,18 +25,9 @@ SAMPLE = REPO / "data" / "landing" / "mem0" / "get_all_v1_u481.json"
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every memport setting under tmp_path; the working directory has no .env."""
     monkeypatch.chdir(tmp_path)
-    for name, sub in {
-        "MEMPORT_LANDING_URL": "landing",
-        "MEMPORT_STORE_URL": "store",
-        "MEMPORT_EXPORTS_URL": "exports",
-        "MEMPORT_BACKUP_URL": "backups",
-        "DAGSTER_HOME": "dagster",
-    }.items():
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    monkeypatch.setenv("MEMPORT_CATALOG_PATH", str(tmp_path / "episodes.duckdb"))
-    monkeypatch.setenv("MEMPORT_TENANT_ID", "default")
+    for name, value in memport_settings(tmp_path).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MEMPORT_SCOPE_TEMPLATES", "")
-    monkeypatch.setenv("MEMPORT_EXPORT_SPECS", "")
     return tmp_path
 
 

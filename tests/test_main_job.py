@@ -14,6 +14,7 @@ import duckdb
 
 from connectors import registry
 from pipelines.orchestration.definitions import defs
+from tests.conftest import memport_settings
 
 REPO = Path(__file__).parent.parent
 
@@ -21,20 +22,7 @@ REPO = Path(__file__).parent.parent
 def test_main_job_ingests_every_system_in_the_samples(tmp_path: Path) -> None:
     shutil.copytree(REPO / "data" / "landing", tmp_path / "landing")
     defaults = {k: v or "" for k, v in dotenv.dotenv_values(REPO / ".env").items()}
-    env = (
-        os.environ
-        | defaults
-        | {
-            "MEMPORT_LANDING_URL": str(tmp_path / "landing"),
-            "MEMPORT_STORE_URL": str(tmp_path / "store"),
-            "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
-            "MEMPORT_TENANT_ID": "default",
-            "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
-            "MEMPORT_EXPORT_SPECS": "",
-            "MEMPORT_BACKUP_URL": str(tmp_path / "backups"),
-            "DAGSTER_HOME": str(tmp_path / "dagster"),
-        }
-    )
+    env = os.environ | defaults | memport_settings(tmp_path)
     # the daemon of a `make dev` on the same instance ticks the catalog's automation before and after
     home = tmp_path / "dagster"
     home.mkdir()

@@ -18,7 +18,7 @@ from pipelines.store import imports_index
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
-from tests.conftest import put
+from tests.conftest import memport_settings, put
 
 REPO = Path(__file__).parent.parent
 
@@ -65,20 +65,7 @@ def test_memport_run_exits_nonzero_when_bytes_were_not_read(tmp_path: Path) -> N
     (landing / "cut.json").write_bytes(data[: data.index(b'{"id": "m20"') + 11])
     (landing / "ok.json").write_bytes(_records(5, "ok"))
     defaults = {k: v or "" for k, v in dotenv.dotenv_values(REPO / ".env").items()}
-    env = (
-        os.environ
-        | defaults
-        | {
-            "MEMPORT_LANDING_URL": str(tmp_path / "landing"),
-            "MEMPORT_STORE_URL": str(tmp_path / "store"),
-            "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
-            "MEMPORT_TENANT_ID": "default",
-            "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
-            "MEMPORT_EXPORT_SPECS": "",
-            "MEMPORT_BACKUP_URL": str(tmp_path / "backups"),
-            "DAGSTER_HOME": str(tmp_path / "dagster"),
-        }
-    )
+    env = os.environ | defaults | memport_settings(tmp_path)
     out = subprocess.run(
         [str(Path(sys.executable).parent / "memport"), "run"],
         cwd=tmp_path,
