@@ -25,10 +25,14 @@ def test_ingest_memory_is_flat_in_dump_size(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.slow
 def test_chatgpt_ingest_memory_is_flat_in_dump_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 20 MB and an 80 MB conversations.json: streamed a conversation at a time, same peak."""
+    """A 40 MB and a 160 MB conversations.json: streamed a conversation at a time, same peak.
+
+    Below ~40 MB the record path's batches (cut at 32 MB of text) are still filling: measured on
+    this machine 510 MB at 20 MB, 634 MB at 40, 644 MB at 80, 662 MB at 160. The test compared 20
+    with 80 MB, inside that ramp, and failed at 1.26–1.29x since the batch-cap change (791c79f)."""
     monkeypatch.setattr(openai_bench, "BENCH_DIR", tmp_path)
-    small = openai_bench.run_once(openai_bench.dump_for(20))
-    large = openai_bench.run_once(openai_bench.dump_for(80))
+    small = openai_bench.run_once(openai_bench.dump_for(40))
+    large = openai_bench.run_once(openai_bench.dump_for(160))
     assert large["read"] > 3.5 * small["read"]
     assert large["peak"] < 1 << 30
     assert large["peak"] < 1.25 * small["peak"], (small["peak"], large["peak"])
