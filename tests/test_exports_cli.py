@@ -9,19 +9,14 @@ import pytest
 
 from pipelines.cli import main as cli
 from pipelines.store.episodes import EpisodeStore
+from tests.conftest import memport_settings
 from tests.export_fixtures import build_store
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     build_store(EpisodeStore.from_url(str(tmp_path / "store")))
-    for name, value in {
-        "MEMPORT_STORE_URL": str(tmp_path / "store"),
-        "MEMPORT_CATALOG_PATH": str(tmp_path / "episodes.duckdb"),
-        "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
-        "MEMPORT_TENANT_ID": "acme",
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }.items():
+    for name, value in (memport_settings(tmp_path) | {"MEMPORT_TENANT_ID": "acme"}).items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     return tmp_path

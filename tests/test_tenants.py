@@ -26,7 +26,7 @@ from pipelines.store.catalog import build_catalog, connect
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
-from tests.conftest import put
+from tests.conftest import memport_settings, put
 
 TENANTS = ("acme", "globex")
 IDS = [f"mem-{i}" for i in range(8)]
@@ -266,13 +266,7 @@ def test_cli_export_other_tenant_then_import_export(
     another tenant's episodes, and import-export keeps that tenant."""
     from pipelines.cli import main as cli
 
-    for name, value in {
-        "MEMPORT_STORE_URL": str(tmp_path / "store"),
-        "MEMPORT_CATALOG_PATH": str(tmp_path / "c.duckdb"),
-        "MEMPORT_EXPORTS_URL": str(tmp_path / "exports"),
-        "MEMPORT_TENANT_ID": "acme",
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }.items():
+    for name, value in (memport_settings(tmp_path) | {"MEMPORT_TENANT_ID": "acme"}).items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     code = cli.main(["export", "ndjson", "--tenant", "globex"])  # the issue's command: was 0 rows

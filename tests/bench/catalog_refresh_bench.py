@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import memport_settings
+
 REPO = Path(__file__).parent.parent.parent
 SETTLE_S = 100  # how long catalog runs are counted after a phase's last ingest run
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -54,16 +56,7 @@ class Dev:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = os.environ | {
-            "DAGSTER_HOME": str(home),
-            "MEMPORT_LANDING_URL": str(work / "landing"),
-            "MEMPORT_STORE_URL": str(work / "store"),
-            "MEMPORT_CATALOG_PATH": str(work / "episodes.duckdb"),
-            "MEMPORT_TENANT_ID": "default",
-            "MEMPORT_EXPORTS_URL": str(work / "exports"),
-            "MEMPORT_EXPORT_SPECS": "",
-            "MEMPORT_BACKUP_URL": str(work / "backups"),
-        }
+        env = os.environ | memport_settings(work) | {"DAGSTER_HOME": str(home)}
         dagster = Path(sys.executable).parent / "dagster"
         with open(work / "dev.log", "wb") as log:
             self.proc = subprocess.Popen(
