@@ -224,11 +224,13 @@ def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp
         m = lifecycle.ready(resources["export_target"].location(), export_id)
         assert m["rows"] == 1 and m["filters"] == {"tenant_id": "acme", "types": ["decision"]}
 
-        bad = job.execute_in_process(
-            run_config={"ops": {"run_export": {"config": {"format": "xml"}}}},
-            instance=instance,
-            raise_on_error=False,
-        )
-        assert not bad.success
+        runs_before = len(instance.get_runs())
+        with pytest.raises(dg.DagsterInvalidConfigError) as refused:  # at launch: no run, no work
+            job.execute_in_process(
+                run_config={"ops": {"run_export": {"config": {"format": "xml"}}}}, instance=instance
+            )
+        allowed = "ExportFormat[json, ndjson, csv, markdown]"
+        assert f"config:format not in enum type {allowed} got xml" in str(refused.value)
+        assert len(instance.get_runs()) == runs_before
         expired = local.resolve_job_def("expire_exports").execute_in_process(instance=instance)
         assert expired.output_for_node("expire_old_exports") == []

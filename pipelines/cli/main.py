@@ -212,6 +212,9 @@ def _export_request(args: argparse.Namespace) -> dict[str, Any]:
         "ttl_hours": args.ttl_hours,
     }
     given |= {k: v for k, v in options.items() if v is not None}
+    for key in ("types", "categories", "tags"):  # the job's config takes lists; the parser, one too
+        if isinstance(given.get(key), str):
+            given[key] = [given[key]]
     if args.no_neutralize:
         given["neutralize_formulas"] = False
     return given
