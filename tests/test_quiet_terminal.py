@@ -30,7 +30,12 @@ def test_memport_on_a_fresh_home_is_quiet_and_configures_the_instance(tmp_path: 
     (landing / "a.json").write_text(mem0_dump(3), encoding="utf-8")
     memport = str(Path(sys.executable).parent / "memport")
     out = subprocess.run(
-        [memport, "run", "--system", "mem0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+        [memport, "run", "--system", "mem0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 accepted" in out.stdout
