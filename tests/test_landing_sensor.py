@@ -157,3 +157,10 @@ def test_files_that_are_not_dumps_yet_are_not_fingerprinted(tmp_path: Path, name
     put(landing, f"mem0/{name}", "[]")
     put(landing, "mem0/real.json", "[]")
     assert list(dump_fingerprints(landing, "mem0")) == ["real.json"]
+
+
+def test_a_dangling_link_is_no_dump_and_does_not_break_the_tick(tmp_path: Path) -> None:
+    landing = Location.from_url(str(tmp_path / "landing"))
+    put(landing, "mem0/real.json", "[]")
+    Path(landing.path("mem0", "gone.json")).symlink_to(tmp_path / "landing" / "mem0" / "nowhere.json")
+    assert list(dump_fingerprints(landing, "mem0")) == ["real.json"]

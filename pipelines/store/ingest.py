@@ -77,10 +77,13 @@ class DumpFingerprint:
 def dump_fingerprints(landing: Location, system: str) -> dict[str, DumpFingerprint]:
     """Each dump's fingerprint (see :func:`discover_dumps`), from the listing's metadata: one listing
     on object stores, one ``stat`` per file on local disk; no dump is opened."""
-    return {
-        rel: _local_fingerprint(landing, path) if info is None else _remote_fingerprint(info)
-        for rel, path, info in _dump_entries(landing, system)
-    }
+    found = {}
+    for rel, path, info in _dump_entries(landing, system):
+        try:
+            found[rel] = _local_fingerprint(landing, path) if info is None else _remote_fingerprint(info)
+        except FileNotFoundError:  # removed between the listing and its stat: not a dump now
+            continue
+    return found
 
 
 def _local_fingerprint(landing: Location, path: str) -> DumpFingerprint:
