@@ -64,8 +64,11 @@ bench-catalog: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.catalog_bench
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
+# `dagster dev` warns that it is superseded by `dg dev` (the dagster-dg-cli package, not installed
+# here); that one message, and only it, is not shown.
 dev: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
-	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+		$(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -17,6 +17,8 @@ DEFAULTS = {
     "MEMPORT_BACKUP_URL": "data/backups",
     "MEMPORT_KEEP_DAILY": "7",
     "MEMPORT_KEEP_MONTHLY": "12",
+    # the first day of the daily snapshot partitions; empty: the store's first import day
+    "MEMPORT_SNAPSHOT_START": "",
 }
 
 

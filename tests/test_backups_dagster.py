@@ -11,12 +11,7 @@ import pytest
 
 from pipelines.backups.snapshot import object_path, read_manifest
 from pipelines.orchestration.assets import episode_catalog
-from pipelines.orchestration.backups import (
-    daily_snapshot,
-    restore_store,
-    snapshot_restorable,
-    store_snapshot,
-)
+from pipelines.orchestration.backups import build_snapshots, restore_store
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import BackupResource, EpisodeStoreResource, ExportTarget
 from pipelines.store.catalog import connect
@@ -26,6 +21,7 @@ from tests.conftest import put
 from tests.test_store import ingest, mem0_dump
 
 TODAY = datetime.now(UTC).date().isoformat()
+store_snapshot, snapshot_restorable, daily_snapshot = build_snapshots("2025-01-01")
 
 
 @pytest.fixture

@@ -153,10 +153,13 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     sensor = defs.resolve_sensor_def("landing_sensor")
     # the daemon refuses run requests for jobs the sensor does not declare
     assert {t.job_name for t in sensor.targets} == {f"ingest_{name}" for name in registry.CONNECTORS}
-    context = dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]})
+    names = ("landing", "episode_store", "import_settings")
+    context = dg.build_sensor_context(instance=instance, resources={k: resources[k] for k in names})
     result = sensor(context)
+    # a.json was a partition before its file came, never ingested: it is ingested now too
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
         ("ingest_cortexdb", "c.jsonl"),
+        ("ingest_mem0", "a.json"),
         ("ingest_mem0", "sub/b.json"),
     ]
     added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
@@ -224,11 +227,13 @@ def test_export_specs_and_adhoc_export_and_expiry(resources: dict[str, Any], tmp
         m = lifecycle.ready(resources["export_target"].location(), export_id)
         assert m["rows"] == 1 and m["filters"] == {"tenant_id": "acme", "types": ["decision"]}
 
-        bad = job.execute_in_process(
-            run_config={"ops": {"run_export": {"config": {"format": "xml"}}}},
-            instance=instance,
-            raise_on_error=False,
-        )
-        assert not bad.success
+        runs_before = len(instance.get_runs())
+        with pytest.raises(dg.DagsterInvalidConfigError) as refused:  # at launch: no run, no work
+            job.execute_in_process(
+                run_config={"ops": {"run_export": {"config": {"format": "xml"}}}}, instance=instance
+            )
+        allowed = "ExportFormat[json, ndjson, csv, markdown]"
+        assert f"config:format not in enum type {allowed} got xml" in str(refused.value)
+        assert len(instance.get_runs()) == runs_before
         expired = local.resolve_job_def("expire_exports").execute_in_process(instance=instance)
         assert expired.output_for_node("expire_old_exports") == []

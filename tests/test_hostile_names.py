@@ -347,7 +347,7 @@ def test_dagster_sensor_and_event_log_with_hostile_dump_names(tmp_path: Path) ->
     }
     instance = dg.DagsterInstance.ephemeral()
     sensor = defs.resolve_sensor_def("landing_sensor")
-    result = sensor(dg.build_sensor_context(instance=instance, resources={"landing": resources["landing"]}))
+    result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
         ("ingest_mem0", "dots...json"),
         ("ingest_mem0", hostile),

@@ -47,14 +47,18 @@ def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
 
 def _check_day(day: str) -> None:
     from connectors.errors import ConfigError
-    from pipelines.orchestration.backups import FIRST_DAY, snapshot_days
+    from pipelines.orchestration.backups import snapshot_partitions, snapshot_start
 
     try:
         date.fromisoformat(day)
     except ValueError as exc:
         raise ConfigError(f"--day {day!r} is not a day: {exc}; give YYYY-MM-DD, e.g. 2025-02-28") from None
-    if not snapshot_days.has_partition_key(day):
-        raise ConfigError(f"--day {day}: snapshots are taken for days from {FIRST_DAY} to today (UTC)")
+    first = snapshot_start()
+    if not snapshot_partitions(first).has_partition_key(day):
+        raise ConfigError(
+            f"--day {day}: snapshots are taken for days from {first} (the store's first import, or "
+            "MEMPORT_SNAPSHOT_START) to today (UTC)"
+        )
 
 
 def _snapshot(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The Dagster instance the command line runs in: set up once, safely, and cleaned of dead runs.
 
-- ``$DAGSTER_HOME/dagster.yaml`` is written from ``pipelines/orchestration/dagster.yaml`` when
-  missing (``make`` does the same), so the daemon's run monitoring is on: it fails runs whose
-  worker died.
+- ``$DAGSTER_HOME`` is created when missing, and ``$DAGSTER_HOME/dagster.yaml`` written from
+  ``pipelines/orchestration/dagster.yaml`` (``make`` does the same): SQLite storage under
+  ``$DAGSTER_HOME``, run monitoring on (the daemon fails runs whose worker died), telemetry off.
 - Creating the instance's storage is done under a file lock: two first runs on a fresh
   ``DAGSTER_HOME`` otherwise race to create the same tables (``alembic_version``).
 - ``memport`` runs its jobs in its own process, where no daemon watches: a run it left
@@ -34,17 +34,36 @@ def _setup_lock(home: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def dagster_home() -> Path:
+    """``$DAGSTER_HOME`` made absolute (Dagster refuses a relative one) and created if missing."""
+    home = Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def ensure_instance_config() -> Path:
+    """``$DAGSTER_HOME/dagster.yaml`` from the template when missing (an existing one is kept), so
+    Dagster never runs on an unconfigured instance: it would say so ("No dagster instance
+    configuration file") and print its telemetry banner. Every ``memport`` command calls this."""
+    home = dagster_home()
+    config = home / "dagster.yaml"
+    if not config.exists():
+        with _setup_lock(home):
+            if not config.exists():
+                tmp = config.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+                shutil.copyfile(TEMPLATE, tmp)
+                tmp.replace(config)  # never a half-written file under a concurrent reader
+    return config
+
+
 @contextlib.contextmanager
 def open_instance() -> Iterator[Any]:
     """``dg.DagsterInstance.get()``, after the set-up above; disposed on exit."""
     import dagster as dg
 
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
+    home = ensure_instance_config().parent
     with _setup_lock(home):
-        config = home / "dagster.yaml"
-        if not config.exists():
-            shutil.copyfile(TEMPLATE, config)
         instance = dg.DagsterInstance.get()
         try:
             dead = fail_dead_runs(instance)  # also creates the storage, still under the lock

@@ -25,7 +25,7 @@ import polars as pl
 
 from pipelines.cli.backups import add_commands, snapshot_in_dagster
 from pipelines.cli.errors import describe_error, friendly
-from pipelines.cli.instance import open_instance
+from pipelines.cli.instance import ensure_instance_config, open_instance
 from pipelines.cli.sql import add_command as add_sql_command
 from pipelines.settings import setting
 
@@ -36,8 +36,8 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def _load_env() -> None:
     """Defaults from ``.env`` (as ``dagster dev`` does); variables already set win."""
     dotenv.load_dotenv(Path.cwd() / ".env", override=False)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("data/dagster").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(Path("data/dagster").resolve()))
+    ensure_instance_config()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -212,6 +212,9 @@ def _export_request(args: argparse.Namespace) -> dict[str, Any]:
         "ttl_hours": args.ttl_hours,
     }
     given |= {k: v for k, v in options.items() if v is not None}
+    for key in ("types", "categories", "tags"):  # the job's config takes lists; the parser, one too
+        if isinstance(given.get(key), str):
+            given[key] = [given[key]]
     if args.no_neutralize:
         given["neutralize_formulas"] = False
     return given

@@ -4,42 +4,145 @@ restore and prune jobs (typed run config), and the catalog refresh after each sn
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition
 # time to inject the context, config and resources, and cannot resolve them from strings.
 
-from datetime import timedelta
+import contextlib
+from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 
+from connectors.errors import ConfigError
 from pipelines.backups.restore import prove, resolve_day, restore
 from pipelines.backups.retention import prune
 from pipelines.backups.snapshot import take_snapshot
 from pipelines.orchestration.assets import INGEST_ASSETS
 from pipelines.orchestration.jobs import catalog_job
 from pipelines.orchestration.resources import BackupResource, EpisodeStoreResource
-from pipelines.store.episodes import EpisodeStore
+from pipelines.settings import setting
+from pipelines.store.episodes import EpisodeStore, ingest_time
 
 BACKUP_GROUP = "backups"
-#: Backfills can start here; a day before the store's first ingest gives an empty snapshot.
-FIRST_DAY = "2025-01-01"
-
-#: One partition per UTC day; ``end_offset=1`` makes today a partition too (taken "as of now").
-snapshot_days = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, end_offset=1, timezone="UTC")
 
 
-@dg.asset(
-    group_name=BACKUP_GROUP,
-    partitions_def=snapshot_days,
-    # each day's snapshot reads every dump partition of the store as it stood that day
-    deps=[dg.AssetDep(a.key, partition_mapping=dg.AllPartitionMapping()) for a in INGEST_ASSETS],
-    kinds={"parquet", "json"},
-    description=(
-        "A snapshot of the episode store as it stood at the end of the partition's day (UTC), by the "
-        "store's own ingest times: every import manifest finished by then and, per dump partition and "
-        "tenant, the episode and reject files of the newest of them. Writes `<backup>/snapshots/date=<day>/"
-        "manifest.json` (path, kind, bytes, rows, sha256 per file) after copying into "
-        "`<backup>/objects/` only the files no earlier snapshot copied. Today's partition is the store "
-        "as of now. Backfilling a day before the first ingest gives an empty snapshot."
-    ),
+def first_import_day(store: EpisodeStore) -> str | None:
+    """The UTC day of the store's first import (from the manifests' names: one listing, no reads),
+    or None for an empty store."""
+    pattern = store.location.path("imports", "source_system=*", "dump=*", "*.json")
+    days = []
+    for path in store.fs.glob(pattern):
+        with contextlib.suppress(ValueError):  # not a manifest memport wrote: not history
+            days.append(ingest_time(path.rsplit("/", 1)[1].removesuffix(".json")).date())
+    return min(days).isoformat() if days else None
+
+
+def snapshot_start() -> str:
+    """The first day of the snapshot partitions: ``MEMPORT_SNAPSHOT_START`` when set; otherwise the
+    day of the store's first import, so the UI lists no "missing" days from before the store had any
+    history; today for an empty (or, at this moment, unreachable) store.
+
+    Read when the definitions are built (each code-location load). It stays put across loads: import
+    manifests are never deleted (restore and migrate keep them), so the first one stays first. It
+    moves only while the store is empty (day by day, until the first ingest) or when the store is
+    replaced by another, whose history then rules. Pin it with MEMPORT_SNAPSHOT_START where the
+    listing is unwelcome (a very large object store) or the start must never move.
+    """
+    pinned = setting("MEMPORT_SNAPSHOT_START").strip()
+    if pinned:
+        try:
+            return date.fromisoformat(pinned).isoformat()
+        except ValueError:
+            raise ConfigError(
+                f"MEMPORT_SNAPSHOT_START={pinned!r} is not a day; give YYYY-MM-DD or leave it empty "
+                "(the store's first import day)"
+            ) from None
+    today = datetime.now(UTC).date().isoformat()
+    try:
+        return first_import_day(EpisodeStore.from_url(setting("MEMPORT_STORE_URL"))) or today
+    except Exception as exc:  # the definitions must load for the UI to say what is wrong
+        dg.get_dagster_logger().warning(
+            f"snapshot partitions start today: the store's first import could not be read ({exc})"
+        )
+        return today
+
+
+def snapshot_partitions(first_day: str) -> dg.DailyPartitionsDefinition:
+    """One partition per UTC day from ``first_day``; ``end_offset=1`` makes today one too (taken
+    "as of now")."""
+    return dg.DailyPartitionsDefinition(start_date=first_day, end_offset=1, timezone="UTC")
+
+
+#: The snapshot job selects the asset by key, so it does not depend on the partitions' start.
+snapshot_job = dg.define_asset_job(
+    "snapshot_store",
+    selection=dg.AssetSelection.assets("store_snapshot"),
+    description="Take one day's snapshot of the store, then prove it restorable.",
 )
-def store_snapshot(
+
+
+class Snapshots(NamedTuple):
+    asset: dg.AssetsDefinition
+    check: dg.AssetChecksDefinition
+    schedule: dg.ScheduleDefinition
+
+
+def build_snapshots(first_day: str) -> Snapshots:
+    """The snapshot asset, its restore check and its daily schedule, over days from ``first_day``
+    (:func:`snapshot_start` for the shipped definitions)."""
+    days = snapshot_partitions(first_day)
+
+    @dg.asset(
+        name="store_snapshot",
+        group_name=BACKUP_GROUP,
+        partitions_def=days,
+        # each day's snapshot reads every dump partition of the store as it stood that day
+        deps=[dg.AssetDep(a.key, partition_mapping=dg.AllPartitionMapping()) for a in INGEST_ASSETS],
+        kinds={"parquet", "json"},
+        description=(
+            "A snapshot of the episode store as it stood at the end of the partition's day (UTC), by the "
+            "store's own ingest times: every import manifest finished by then and, per dump partition and "
+            "tenant, the episode and reject files of the newest of them. Writes `<backup>/snapshots/"
+            "date=<day>/manifest.json` (path, kind, bytes, rows, sha256 per file) after copying into "
+            "`<backup>/objects/` only the files no earlier snapshot copied. Today's partition is the "
+            f"store as of now. Days start at {first_day}, the store's first import (or "
+            "MEMPORT_SNAPSHOT_START)."
+        ),
+    )
+    def store_snapshot(
+        context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource, backup: BackupResource
+    ) -> dg.MaterializeResult:
+        return _snapshot(context, episode_store, backup)
+
+    @dg.asset_check(
+        asset=store_snapshot,
+        partitions_def=days,
+        description=(
+            "Restores the snapshot into scratch space (verifying every sha256), builds its catalog, and "
+            "compares episode and reject row counts and an order-independent checksum over every column "
+            "with the live store's files the snapshot names."
+        ),
+    )
+    def snapshot_restorable(
+        context: dg.AssetCheckExecutionContext, episode_store: EpisodeStoreResource, backup: BackupResource
+    ) -> dg.AssetCheckResult:
+        return _prove(context, episode_store, backup)
+
+    @dg.schedule(
+        name="daily_snapshot",
+        job=snapshot_job,
+        cron_schedule="30 0 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Snapshots the day that just ended, at 00:30 UTC.",
+    )
+    def daily_snapshot(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+        if day < first_day:
+            return dg.SkipReason(f"{day} is before the store's history (snapshots start {first_day})")
+        return dg.RunRequest(run_key=f"snapshot-{day}", partition_key=day)
+
+    return Snapshots(store_snapshot, snapshot_restorable, daily_snapshot)
+
+
+def _snapshot(
     context: dg.AssetExecutionContext, episode_store: EpisodeStoreResource, backup: BackupResource
 ) -> dg.MaterializeResult:
     result = take_snapshot(episode_store.store(), backup.location(), context.partition_key)
@@ -61,16 +164,7 @@ def store_snapshot(
     )
 
 
-@dg.asset_check(
-    asset=store_snapshot,
-    partitions_def=snapshot_days,
-    description=(
-        "Restores the snapshot into scratch space (verifying every sha256), builds its catalog, and "
-        "compares episode and reject row counts and an order-independent checksum over every column "
-        "with the live store's files the snapshot names."
-    ),
-)
-def snapshot_restorable(
+def _prove(
     context: dg.AssetCheckExecutionContext, episode_store: EpisodeStoreResource, backup: BackupResource
 ) -> dg.AssetCheckResult:
     day = context.partition_key
@@ -83,25 +177,6 @@ def snapshot_restorable(
         metadata={"verdict": dg.MetadataValue.json(verdict)},
         description=verdict.get("error") or "; ".join(verdict.get("problems", [])) or None,
     )
-
-
-snapshot_job = dg.define_asset_job(
-    "snapshot_store",
-    selection=dg.AssetSelection.assets(store_snapshot),
-    description="Take one day's snapshot of the store, then prove it restorable.",
-)
-
-
-@dg.schedule(
-    job=snapshot_job,
-    cron_schedule="30 0 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Snapshots the day that just ended, at 00:30 UTC.",
-)
-def daily_snapshot(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"snapshot-{day}", partition_key=day)
 
 
 class RestoreConfig(dg.Config):
@@ -182,9 +257,7 @@ def catalog_after_snapshot(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"catalog-after-{context.dagster_run.run_id}")
 
 
-BACKUP_ASSETS: list[dg.AssetsDefinition] = [store_snapshot]
-BACKUP_CHECKS: list[dg.AssetChecksDefinition] = [snapshot_restorable]
 BACKUP_JOBS = [snapshot_job]
 BACKUP_OP_JOBS = [restore_store, prune_backups]
-BACKUP_SCHEDULES: list[dg.ScheduleDefinition] = [daily_snapshot, daily_prune]
+BACKUP_SCHEDULES: list[dg.ScheduleDefinition] = [daily_prune]  # daily_snapshot: build_snapshots
 BACKUP_SENSORS: list[dg.SensorDefinition] = [catalog_after_snapshot]

@@ -5,12 +5,25 @@ config (the launchpad and ``memport export``), and the expiry schedule."""
 # time to inject the context and resources, and cannot resolve them from strings.
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import dagster as dg
+from pydantic import Field
 
+from connectors.schema import EPISODE_TYPES, PRIORITIES, SOURCE_SYSTEMS
 from pipelines.exports import lifecycle
-from pipelines.exports.request import DEFAULT_TTL_HOURS, KNOWN_KEYS, ExportRequest
+from pipelines.exports.request import (
+    COMPRESSIONS,
+    DEFAULT_TTL_HOURS,
+    FORMATS,
+    KNOWN_KEYS,
+    MAX_CATEGORIES,
+    MIN_PART_BYTES,
+    PROFILES,
+    ExportRequest,
+)
 from pipelines.exports.specs import load_specs
 from pipelines.orchestration.resources import (
     BackupResource,
@@ -24,42 +37,92 @@ from pipelines.store.catalog import build_catalog
 EXPORT_GROUP = "exports"
 
 
+def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """A config enum of the allowed ``values`` (each member named by its value, which the launchpad
+    shows in a drop-down and accepts). The name lists them, so Dagster's error for a wrong value,
+    given at launch before any work, says what is allowed: ``not in enum type
+    ExportFormat[json, ndjson, csv, markdown] got parquet``."""
+    values = tuple(values)
+    members = [(v, v) for v in values]
+    return StrEnum(f"{name}[{', '.join(values)}]", members)  # type: ignore[return-value]
+
+
+# The allowed values come from the request parser's lists (one source of truth); the type checker
+# sees the strings they are (a StrEnum is a str).
+if TYPE_CHECKING:
+    ExportFormat: TypeAlias = str
+    Profile: TypeAlias = str
+    Compression: TypeAlias = str
+    EpisodeType: TypeAlias = str
+    SourceSystem: TypeAlias = str
+    Priority: TypeAlias = str
+else:
+    ExportFormat = _choices("ExportFormat", FORMATS)
+    Profile = _choices("Profile", PROFILES)
+    Compression = _choices("Compression", COMPRESSIONS)
+    EpisodeType = _choices("EpisodeType", EPISODE_TYPES)
+    SourceSystem = _choices("SourceSystem", SOURCE_SYSTEMS)
+    Priority = _choices("Priority", PRIORITIES)
+
+
+def _about(text: str, values: Iterable[str] | None = None) -> Any:
+    """An optional field (default None) with its launchpad help."""
+    return Field(default=None, description=text + (f" One of: {', '.join(values)}." if values else ""))
+
+
+def _about_default(default: object, text: str) -> Any:
+    return Field(default=default, description=text)
+
+
 class ExportRunConfig(dg.Config):
     """An ad-hoc export request: the same fields as a spec in the YAML file (see README)."""
 
-    format: str
-    tenant_id: str | None = None  # default: MEMPORT_TENANT_ID; '*' for every tenant
-    scope: str | None = None
-    namespace: str | None = None
-    types: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
-    source_system: str | None = None
-    user_id: str | None = None
-    agent_id: str | None = None
-    session_id: str | None = None
-    priority: str | None = None
-    categories: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
-    tags: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
-    metadata: dict[str, Any] = {}  # noqa: RUF012 (pydantic copies defaults)
-    created_after: str | None = None
-    created_after_ms: int | None = None
-    created_before: str | None = None
-    created_before_ms: int | None = None
-    observed_start_us: int | None = None
-    observed_end_us: int | None = None
-    as_of: str | None = None
-    as_of_ms: int | None = None
-    include_superseded: bool = False
-    include_deleted: bool = False
-    destination: str | None = None
-    profile: str | None = None
-    compression: str | None = None
-    max_part_bytes: int | None = None
-    neutralize_formulas: bool = True
-    ttl_hours: float = DEFAULT_TTL_HOURS
-    name: str | None = None
+    format: ExportFormat = Field(description=f"The file format (required). One of: {', '.join(FORMATS)}.")
+    tenant_id: str | None = _about("Tenant to export; default MEMPORT_TENANT_ID; '*' for every tenant.")
+    scope: str | None = _about("Scope prefix on the hierarchy, e.g. org:acme (includes org:acme/...).")
+    namespace: str | None = _about("Only this namespace.")
+    types: list[EpisodeType] = Field(
+        default=[], description=f"Episode types, any of. Each one of: {', '.join(EPISODE_TYPES)}."
+    )
+    source_system: SourceSystem | None = _about("Only episodes from this system.", SOURCE_SYSTEMS)
+    user_id: str | None = _about("Only this user_id.")
+    agent_id: str | None = _about("Only this agent_id.")
+    session_id: str | None = _about("Only this session_id.")
+    priority: Priority | None = _about("Only this priority.", PRIORITIES)
+    categories: list[str] = Field(default=[], description=f"Categories, any of (at most {MAX_CATEGORIES}).")
+    tags: list[str] = Field(default=[], description="Tags, all of.")
+    metadata: dict[str, Any] = Field(
+        default={}, description="Top-level metadata containment, e.g. {lang: en}."
+    )
+    created_after: str | None = _about("ISO 8601; naive is UTC, a bare date is midnight UTC.")
+    created_after_ms: int | None = _about("Epoch milliseconds (instead of created_after).")
+    created_before: str | None = _about("ISO 8601; naive is UTC, a bare date is midnight UTC.")
+    created_before_ms: int | None = _about("Epoch milliseconds (instead of created_before).")
+    observed_start_us: int | None = _about("Observed time from, in microseconds since the epoch.")
+    observed_end_us: int | None = _about("Observed time to (inclusive), in microseconds since the epoch.")
+    as_of: str | None = _about("ISO 8601: the episodes valid and known at that instant.")
+    as_of_ms: int | None = _about("Epoch milliseconds (instead of as_of).")
+    include_superseded: bool = _about_default(False, "Also superseded versions.")
+    include_deleted: bool = _about_default(False, "Also deleted episodes (tombstones).")
+    destination: str | None = _about("Directory URL for the files; default <MEMPORT_EXPORTS_URL>/<id>/.")
+    profile: Profile | None = _about(
+        "A peer-shaped layout: "
+        + ", ".join(f"{p} (written as {f})" for p, f in PROFILES.items())
+        + "; format must match.",
+        PROFILES,
+    )
+    compression: Compression | None = _about("Compress the files (markdown: gzip only).", COMPRESSIONS)
+    max_part_bytes: int | None = _about(
+        f"Split into numbered parts of about this size (>= {MIN_PART_BYTES})."
+    )
+    neutralize_formulas: bool = _about_default(
+        True, "csv only: prefix ' to cells a spreadsheet would run as a formula."
+    )
+    ttl_hours: float = _about_default(DEFAULT_TTL_HOURS, "Hours until the export's files are deleted.")
+    name: str | None = _about("A label (the exports view; file names use its slug).")
 
     def request(self, default_tenant: str) -> ExportRequest:
-        given = {k: v for k, v in self.model_dump().items() if v not in (None, [], {})}
+        given = {k: v for k, v in self.model_dump(mode="json").items() if v not in (None, [], {})}
         if self.format != "csv" and self.neutralize_formulas:
             given.pop("neutralize_formulas")
         return ExportRequest.parse({"tenant_id": default_tenant} | given)

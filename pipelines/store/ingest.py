@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from connectors import registry
@@ -31,17 +34,98 @@ def discover_dumps(landing: Location, system: str) -> list[str]:
 
     Hidden files and files still being written (``.tmp``, ``.part``…) are not dumps yet.
     """
+    return sorted(rel for rel, _, _ in _dump_entries(landing, system))
+
+
+def _dump_entries(landing: Location, system: str) -> list[tuple[str, str, Mapping[str, Any] | None]]:
+    """(relative path, path, listing metadata on object stores) of each dump under ``<system>/``."""
     base = landing.path(system)
     if not landing.fs.exists(base):
         return []
+    listed: Mapping[str, Mapping[str, Any] | None] = (
+        dict.fromkeys(_local_files(landing, base)) if landing.is_local else landing.fs.find(base, detail=True)
+    )
     found = []
-    for path in _local_files(landing, base) if landing.is_local else landing.fs.find(base):
+    for path, info in listed.items():
         rel = path[len(base) + 1 :]
         parts = rel.split("/")
         if any(p.startswith(_IGNORED_PREFIXES) for p in parts) or rel.endswith(_IGNORED_SUFFIXES):
             continue
-        found.append(rel)
-    return sorted(found)
+        found.append((rel, path, info))
+    return found
+
+
+@dataclass(frozen=True)
+class DumpFingerprint:
+    """What a dump looks like without reading it: size, modification time (epoch seconds) and, where
+    the filesystem gives one, a tag that changes with the content or the file (S3 ETag, GCS/Azure
+    checksum or etag, the local inode: a file replaced by rename is a new file)."""
+
+    size: int
+    modified: float | None
+    tag: str = ""
+
+    def text(self) -> str:
+        when = "?" if self.modified is None else datetime.fromtimestamp(self.modified, UTC).isoformat()
+        return f"{self.size} bytes, modified {when}" + (f", {self.tag}" if self.tag else "")
+
+    def digest(self) -> str:
+        """16 hex characters: short enough to keep one per dump in a sensor cursor."""
+        return hashlib.blake2b(self.text().encode(), digest_size=8).hexdigest()
+
+
+def dump_fingerprints(landing: Location, system: str) -> dict[str, DumpFingerprint]:
+    """Each dump's fingerprint (see :func:`discover_dumps`), from the listing's metadata: one listing
+    on object stores, one ``stat`` per file on local disk; no dump is opened."""
+    found = {}
+    for rel, path, info in _dump_entries(landing, system):
+        try:
+            found[rel] = _local_fingerprint(landing, path) if info is None else _remote_fingerprint(info)
+        except FileNotFoundError:  # removed between the listing and its stat: not a dump now
+            continue
+    return found
+
+
+def _local_fingerprint(landing: Location, path: str) -> DumpFingerprint:
+    # a link leading out of the landing zone is described, never its target (it fails at ingest)
+    st = Path(path).lstat() if _outside(landing, path) else Path(path).stat()
+    return DumpFingerprint(st.st_size, st.st_mtime_ns / 1e9, f"inode {st.st_dev}:{st.st_ino}")
+
+
+_MODIFIED_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created")
+_TAG_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "content_md5", "checksum", "VersionId", "generation")
+
+
+def _remote_fingerprint(info: Mapping[str, Any]) -> DumpFingerprint:
+    modified = next((_epoch(info[k]) for k in _MODIFIED_KEYS if info.get(k) is not None), None)
+    tag = ", ".join(f"{k} {info[k]}" for k in _TAG_KEYS if info.get(k) not in (None, ""))
+    return DumpFingerprint(int(info.get("size") or 0), modified, tag)
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return _epoch(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+#: Filesystems that keep whole seconds (S3's LastModified, some local ones): a file modified in the
+#: second an import started may have changed after that import read it.
+_CLOCK_MARGIN_S = 1.0
+
+
+def imported_as_is(live: Mapping[str, Any] | None, fingerprint: DumpFingerprint) -> bool:
+    """Whether the live import ``live`` read the dump as it is now, judged without reading it: the
+    same size, and last modified (by more than a second) before that import started. A dump that
+    cannot be judged so counts as changed; its ingest then compares sha256 and skips it if equal."""
+    if live is None or fingerprint.modified is None or live.get("dump_bytes") != fingerprint.size:
+        return False
+    started = datetime.fromisoformat(live["started_at"]).timestamp()
+    return fingerprint.modified + _CLOCK_MARGIN_S < started
 
 
 def _local_files(landing: Location, base: str) -> list[str]:
