@@ -322,8 +322,7 @@ def _failures_text(location: Location, system: str, failed: dict[str, BaseExcept
         "and materialized. Fix these and re-run their partitions (the backfill's failed partitions):"
     ]
     lines += [
-        f"  {system}/{relpath}: {type(error).__name__}: {error}"
-        for relpath, error in sorted(failed.items())
+        f"  {system}/{relpath}: {type(error).__name__}: {error}" for relpath, error in sorted(failed.items())
     ]
     return "\n".join(lines)
 

@@ -114,7 +114,8 @@ def ingest_dumps(
 def _by_size(landing: Location, system: str, relpaths: list[str]) -> tuple[list[str], list[str]]:
     """The dumps under ``BIG_DUMP_BYTES``, and the others (a dump whose size cannot be read is left
     with the small ones: its ingest says what is wrong with it)."""
-    small, big = [], []
+    small: list[str] = []
+    big: list[str] = []
     for relpath in relpaths:
         try:
             size = int(landing.fs.size(landing.path(system, relpath)))
