@@ -32,7 +32,7 @@ from pipelines.orchestration.resources import (
 )
 from pipelines.store import current, expected_rejects
 from pipelines.store.catalog import build_catalog
-from pipelines.store.episodes import ImportResult
+from pipelines.store.episodes import ImportResult, dump_relpath
 from pipelines.store.expected_rejects import Expected
 from pipelines.store.ingest_many import DumpOptions, ingest_dumps
 from pipelines.store.locations import Location
@@ -64,11 +64,11 @@ def _preview_markdown(preview: pl.DataFrame) -> str:
 
 
 def _check_results(
-    result: ImportResult, key: dg.AssetKey, system: str, relpath: str, expected: Expected | None
+    result: ImportResult, key: dg.AssetKey, expected: Expected | None = None
 ) -> list[dg.AssetCheckResult]:
     """The dump's two checks; each names the dump (``<system>/<path>``) in its metadata and text."""
     counts = result.counts
-    dump = f"{system}/{relpath}"
+    dump = f"{result.manifest['source_system']}/{dump_relpath(result.manifest['dump_key'])}"
     by_reason: dict[str, int] = result.manifest["rejects_by_reason"]
     # Records skipped on purpose (e.g. ChatGPT's hidden system nodes) are not failures.
     real = {reason: n for reason, n in by_reason.items() if reason not in SKIP_REASONS}
@@ -285,7 +285,7 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             if len(keys) == 1 and failed:
                 raise failed[keys[0]]  # one dump: its own error, as it was raised
             rows = store.live_rows(system) if done else 0
-            checks = {k: _check_results(r, key, system, k, expected.get(system, k)) for k, r in done.items()}
+            checks = {k: _check_results(r, key, expected.get(system, k)) for k, r in done.items()}
             if failed:
                 # Record what was committed, then fail the run naming the dumps that were not: a ranged
                 # run's partitions without a materialization are the backfill's failed ones.
