@@ -80,6 +80,7 @@ def _check_results(
     unexpected_rate = sum(unexpected.values()) / considered if considered else 0.0
     passed_rate = unexpected_rate <= REJECT_RATE_WARN
     rejected = sum(real.values())
+    skipped = {reason: n for reason, n in by_reason.items() if reason in SKIP_REASONS}
     if not rejected:
         text = f"{dump}: no record rejected."
     elif expected and not unexpected:
@@ -93,6 +94,12 @@ def _check_results(
             f"{dump}: {sum(unexpected.values())} of {considered} records rejected unexpectedly "
             f"({unexpected_rate:.0%}; {surprise}); threshold {REJECT_RATE_WARN:.0%}. "
             "See the catalog's rejects view for each record and its reason."
+        )
+    if skipped:
+        text += (
+            " Skipped on purpose, not counted: "
+            + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
+            + "."
         )
     balanced = counts["read"] == counts["accepted"] + counts["rejected"] + counts["duplicate"] and not (
         result.manifest.get("unread")
