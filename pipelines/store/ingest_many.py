@@ -6,7 +6,9 @@ dumps skipped, ``force``); one that fails costs only itself. Dumps are read by a
 is read alone, after the others, so that memory stays that of one big dump at a time.
 
 Results come back in the caller's thread, in the order the dumps finish, with the progress
-messages of the workers: the caller may log through something that is not thread-safe.
+messages of the workers: the caller may log through something that is not thread-safe. One dump
+alone (a single-partition run, a big dump, ``workers=1``) is read in the caller's thread, as
+before: live progress, and an interrupt (Ctrl-C, a run's termination) stops it at once.
 """
 
 from __future__ import annotations
@@ -59,14 +61,12 @@ def ingest_dumps(
     messages, in the caller's thread."""
     messages: queue.SimpleQueue[str] = queue.SimpleQueue()
 
-    def one(relpath: str) -> ImportResult:
+    def one(relpath: str, say: Callable[[str], None]) -> ImportResult:
         state = {"next": 0}
 
         def progress(read: int, accepted: int, rejected: int) -> None:
             if read >= state["next"] and read:
-                messages.put(
-                    f"{relpath}: read {read:,} records ({accepted:,} accepted, {rejected:,} rejected so far)"
-                )
+                say(f"{relpath}: read {read:,} records ({accepted:,} accepted, {rejected:,} rejected so far)")
                 state["next"] = read + PROGRESS_EVERY
 
         opts = options(relpath)
@@ -89,12 +89,23 @@ def ingest_dumps(
             except queue.Empty:
                 return
 
+    def inline(batch: list[str]) -> Iterator[Outcome]:
+        """One at a time in the caller's thread: progress logged live, an interrupt stops it at once."""
+        for relpath in batch:
+            try:
+                result = one(relpath, log)
+            except Exception as error:  # one dump's failure is its outcome, not the others'
+                yield Outcome(relpath, None, error)
+                continue
+            yield Outcome(relpath, result, None)
+
     def run(batch: list[str], size: int) -> Iterator[Outcome]:
-        if not batch:
+        if size <= 1 or len(batch) <= 1:
+            yield from inline(batch)
             return
-        pool = ThreadPoolExecutor(max(1, min(size, len(batch))), thread_name_prefix=f"ingest-{system}")
+        pool = ThreadPoolExecutor(min(size, len(batch)), thread_name_prefix=f"ingest-{system}")
         try:
-            pending: dict[Future[ImportResult], str] = {pool.submit(one, r): r for r in batch}
+            pending: dict[Future[ImportResult], str] = {pool.submit(one, r, messages.put): r for r in batch}
             while pending:
                 done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 drain()
