@@ -222,3 +222,34 @@ def test_the_samples_declare_exactly_their_broken_on_purpose_records() -> None:
     assert declared, "data/landing/expected_rejects.yaml declares the samples' rejects"
     for dump in declared:
         assert landing.fs.isfile(landing.path(dump)), dump
+
+
+def test_big_dumps_are_read_alone_after_the_others_and_progress_is_logged_in_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipelines.store import ingest_many
+    from pipelines.store.episodes import EpisodeStore
+
+    landing = Location.from_url(str(tmp_path / "landing"))
+    put(landing, "mem0/big.json", _mem0_records(200, 0))
+    put(landing, "mem0/small1.json", PAGE)
+    put(landing, "mem0/small2.json", PAGE)
+    monkeypatch.setattr(ingest_many, "BIG_DUMP_BYTES", len(PAGE) + 1)
+    monkeypatch.setattr(ingest_many, "PROGRESS_EVERY", 1)
+    threads: set[str] = set()
+    outcomes = list(
+        ingest_many.ingest_dumps(
+            EpisodeStore.from_url(str(tmp_path / "store")),
+            landing,
+            "mem0",
+            ["big.json", "small1.json", "small2.json"],
+            lambda relpath: ingest_many.DumpOptions(tenant_id="acme"),
+            workers=2,
+            log=lambda message: threads.add(threading.current_thread().name),
+        )
+    )
+    assert [o.relpath for o in outcomes][-1] == "big.json", "the big dump waits for the small ones"
+    assert all(o.error is None for o in outcomes)
+    assert threads == {threading.current_thread().name}, "every message logged in the caller's thread"
