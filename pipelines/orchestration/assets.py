@@ -35,7 +35,6 @@ from pipelines.store.catalog import build_catalog
 from pipelines.store.episodes import ImportResult, dump_relpath
 from pipelines.store.expected_rejects import Expected
 from pipelines.store.ingest_many import DumpOptions, ingest_dumps
-from pipelines.store.locations import Location
 
 #: Above this share of rejected records, the reject-rate check warns.
 REJECT_RATE_WARN = 0.10
@@ -316,14 +315,14 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
                         yield _evaluation(context, check, key, relpath)
             if failed:
                 raise dg.Failure(
-                    description=_failures_text(location, system, failed, len(done)),
+                    description=_failures_text(system, failed, len(done)),
                     metadata={"failed_dumps": dg.MetadataValue.json(sorted(failed))},
                 )
 
     return _ingest
 
 
-def _failures_text(location: Location, system: str, failed: dict[str, BaseException], committed: int) -> str:
+def _failures_text(system: str, failed: dict[str, BaseException], committed: int) -> str:
     lines = [
         f"{len(failed)} of {len(failed) + committed} dumps failed; the other {committed} are committed "
         "and materialized. Fix these and re-run their partitions (the backfill's failed partitions):"
