@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
-.PHONY: run test test-all bench bench-ingest bench-export bench-openai bench-zep bench-backup bench-catalog dev lint typecheck clean
+.PHONY: run test test-all bench bench-ingest bench-export bench-openai bench-zep bench-backup bench-catalog bench-backfill dev lint typecheck clean
 
 # uv lives in its own small venv, installed by pip: nothing is installed by hand.
 $(UV):
@@ -37,7 +37,7 @@ test-all: $(VENV)/.synced
 	$(VENV)/bin/pytest -p no:xdist -m slow
 
 ## bench: every benchmark (each prints its figures and PASS/FAIL against its targets)
-bench: bench-ingest bench-export bench-openai bench-zep bench-backup bench-catalog
+bench: bench-ingest bench-export bench-openai bench-zep bench-backup bench-catalog bench-backfill
 
 ## bench-ingest: Mem0 ingest against the DuckDB floor (N=1000000 by default; BENCH_N=... to change)
 bench-ingest: $(VENV)/.synced
@@ -62,6 +62,10 @@ bench-backup: $(VENV)/.synced
 ## bench-catalog: analyst queries and catalog refresh (BENCH_SIZES=episodes:dumps,... default 1M and 10M over 2,000 dumps)
 bench-catalog: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.bench.catalog_bench
+
+## bench-backfill: a backfill of 200 small dumps through a real `dagster dev` (GraphQL) against `memport run` on them (target <= 2x)
+bench-backfill: $(VENV)/.synced
+	$(VENV)/bin/python -m tests.bench.backfill_bench $(BENCH_BACKFILL_DUMPS)
 
 ## dev: the Dagster UI on http://127.0.0.1:3000 over this repository's workspace
 # `dagster dev` warns that it is superseded by `dg dev` (the dagster-dg-cli package, not installed

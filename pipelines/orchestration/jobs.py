@@ -6,7 +6,7 @@
 import dagster as dg
 
 from connectors import registry
-from pipelines.orchestration.assets import ingest_asset_key
+from pipelines.orchestration.assets import MAX_DUMPS_PER_RUN, ingest_asset_key
 
 
 def ingest_job_name(system: str) -> str:
@@ -17,7 +17,10 @@ INGEST_JOBS = [
     dg.define_asset_job(
         ingest_job_name(system),
         selection=dg.AssetSelection.assets(ingest_asset_key(system)),
-        description=f"Ingest one {system} dump (pick the partition) into the episode store.",
+        description=(
+            f"Ingest {system} dumps (pick the partitions) into the episode store; a backfill takes up to "
+            f"{MAX_DUMPS_PER_RUN} dumps per run."
+        ),
     )
     for system in registry.CONNECTORS
 ]

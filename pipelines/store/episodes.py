@@ -399,6 +399,19 @@ class EpisodeStore:
     def live_manifests(self) -> list[dict[str, Any]]:
         return [m for live, m in self.manifests() if live]
 
+    def live_rows(self, system: str) -> int:
+        """Episodes in the live partitions of one system (every tenant): the ingest asset's rows."""
+        paths = sorted(
+            self.fs.glob(self.location.path("imports", f"source_system={system}", "dump=*", "*.json"))
+        )
+        raw: dict[str, bytes] = self.fs.cat(paths) if paths else {}
+        entries = [(path, json.loads(raw[path])) for path in paths]
+        return sum(
+            int(m["counts"]["accepted"])
+            for (_, m), live in zip(entries, live_flags(entries), strict=True)
+            if live
+        )
+
     def vacuum(self, *, grace: timedelta = timedelta(hours=24), dry_run: bool = False) -> list[str]:
         """Delete data files no live manifest names, and manifests' temporary files a killed
         import left, once older than ``grace``."""
