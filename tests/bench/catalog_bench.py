@@ -47,6 +47,25 @@ AS_OF = (
 REFRESHES = 5
 
 
+REASONS = ["bad_timestamp", "missing_field", "bad_value", "unknown_type"]
+REJECTS = 25  # rejected records in every dump (beside its episodes)
+
+
+def rejected(dump: int) -> pl.DataFrame:
+    """The rejects of one dump: ``REJECTS`` records, their reason one of ``REASONS``."""
+    r = pl.int_range(REJECTS, eager=True)
+    return pl.DataFrame({"r": r}).select(
+        tenant_id=pl.lit("bench"),
+        source_system=pl.lit("mem0"),
+        dump_uri=pl.lit(f"bench://dump-{dump:05d}.json"),
+        dump_record=pl.col("r") + 1_000_000,
+        reason=(pl.col("r") + dump).mod(len(REASONS)).replace_strict(dict(enumerate(REASONS))),
+        detail=pl.format("record {} of dump {}", "r", pl.lit(dump)),
+        raw=pl.lit('{"id": null}'),
+        ingested_at=pl.lit(T0 + timedelta(days=30, seconds=dump)),
+    )
+
+
 def batch(ids: list[int], dump: int, users: int) -> Batch:
     n = len(ids)
     k = pl.Series("k", ids, dtype=pl.Int64)
@@ -96,7 +115,8 @@ def batch(ids: list[int], dump: int, users: int) -> Batch:
         dump_record="r",
         ingested_at=pl.lit(T0 + timedelta(days=30, seconds=dump)),
     )
-    return Batch(episodes.cast(EPISODE_SCHEMA), REJECT_SCHEMA.to_frame(), n)  # type: ignore[arg-type]
+    rejects = rejected(dump).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+    return Batch(episodes.cast(EPISODE_SCHEMA), rejects, n + rejects.height)  # type: ignore[arg-type]
 
 
 def commit(store: EpisodeStore, digest_file: Path, name: str, ids: list[int], dump: int, users: int) -> None:
@@ -107,7 +127,7 @@ def commit(store: EpisodeStore, digest_file: Path, name: str, ids: list[int], du
 def build_store(root: Path, episodes: int, dumps: int) -> EpisodeStore:
     """A store of ``dumps`` dumps holding ``episodes`` distinct episodes (cached)."""
     store = EpisodeStore.from_url(str(root / "store"))
-    done = root / "built"
+    done = root / "built-v2"  # v2: with rejects
     if done.exists():
         return store
     shutil.rmtree(root, ignore_errors=True)
