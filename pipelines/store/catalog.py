@@ -9,7 +9,7 @@ holding it read-write is never swapped under, and what it wrote is never replace
 
 Views: ``episodes`` (current version of each episode: per tenant, system and source id, read
 from the materialized current state, ``pipelines.store.current``), ``episode_log`` (every live
-version: the current rows of episodes with one version and the history of the others),
+version: the current rows and the history of the versions that are not current),
 ``rejects`` (materialized too), ``imports`` (every import, ``live`` marks the
 committed one per partition and tenant), ``exports`` (every export from its manifest, newest
 first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the table macro
@@ -176,11 +176,10 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
             sql = f"SELECT * FROM {view}_empty"
         con.execute(f"CREATE VIEW {view} AS {sql}")
     con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
-    # every live version: an episode's one version is its current row; the others' are in history
+    # every live version: the current ones, and the others (history); no filter, no window
     columns = ", ".join(quote_identifier(c) for c in EPISODE_SCHEMA)
     con.execute(
-        f"CREATE VIEW episode_log AS SELECT {columns} FROM _current WHERE _versions = 1 "
-        f"UNION ALL SELECT {columns} FROM _history"
+        f"CREATE VIEW episode_log AS SELECT {columns} FROM _current UNION ALL SELECT {columns} FROM _history"
     )
     reject_columns = ", ".join(quote_identifier(c) for c in REJECT_SCHEMA)
     con.execute(f"CREATE VIEW rejects AS SELECT {reject_columns} FROM _rejects")

@@ -5,7 +5,7 @@ Layout under ``<store>/current/`` (merge-on-read, as Iceberg's and DuckLake's de
     _state/<generation>.json           ← the commit: which segments, delete files, imports table
     episodes/seg-<tag>.parquet         the current version of each episode (+ bookkeeping columns)
     episodes/del-<tag>.parquet         row numbers of a segment that are no longer current
-    history/seg-<tag>.parquet          every live version of the episodes that have more than one
+    history/seg-<tag>.parquet          every live version that is not current (``episode_log``: + episodes)
     asof/seg-<tag>.parquet             for those episodes, which version is current over which span
     rejects/seg-<tag>.parquet          the rejects of the live imports
     imports-<tag>.parquet              every import manifest, live or not (``imports_index``)
@@ -23,8 +23,8 @@ dumps. The state file is written last and atomically: a crash leaves the old sta
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
 from, in rejects too; ``_versions``: how many live versions the episode has; in history,
-``_rank``: the version's place in the order that picks the current one, 1 first) are left out of
-the catalog's views.
+``_rank``: the version's place in the order that picks the current one, 1 being the current, so
+2 on) are left out of the catalog's views.
 """
 
 from __future__ import annotations

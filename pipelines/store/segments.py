@@ -27,7 +27,9 @@ from connectors.kit.sql import quote_list, quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, new_ingest_id, typed_empty
 
-LAYOUT = 2  # 2: rejects materialized; older versions of touched episodes read from their imports
+#: 2: rejects materialized; history holds the versions that are not current; older versions of
+#: touched episodes read from their imports
+LAYOUT = 2
 DIR = "current"
 TABLES = ("episodes", "history", "asof", "rejects")
 SORT = "tenant_id, scope, observed_at"
@@ -216,31 +218,25 @@ class Merge:
                 hit = segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
                 con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
             # where the touched episodes are (three narrow columns), and which imports hold them
-            cols = "_identity_hash, _ingest_id, _versions"
+            cols = "_identity_hash, _ingest_id"
             for hits, segs, c in (
                 ("hit_cur", self.state.episodes, cols),
-                ("hit_hist", self.state.history, cols.replace("_versions", "1 AS _versions")),
+                ("hit_hist", self.state.history, cols),
                 ("hit_asof", self.state.asof, "_identity_hash"),
             ):
                 sql = segments_sql(self.store, segs, touched, pos=True, cols=c) if segs else None
                 empty = (
-                    "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _ingest_id, 1 AS _versions, "
+                    "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _ingest_id, "
                     "''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0"
                 )
                 con.execute(f"CREATE TEMP TABLE {hits} AS {sql or empty}")
-            # every live version of a touched episode: its current row if it has one version, else
-            # its rows in history; read whole from the (small) data files of the imports holding them
-            holders = (
-                {
-                    i
-                    for (i,) in con.sql(
-                        "SELECT DISTINCT _ingest_id FROM (SELECT _ingest_id FROM hit_cur WHERE _versions = 1 "
-                        "UNION ALL SELECT _ingest_id FROM hit_hist)"
-                    ).fetchall()
-                }
-                - set(removed)
-                - set(added["ingest_id"])
-            )
+            # every live version of a touched episode (its current row, its older versions in
+            # history), read whole from the (small) data files of the imports holding them
+            found = con.sql(
+                "SELECT DISTINCT _ingest_id FROM (SELECT _ingest_id FROM hit_cur "
+                "UNION ALL SELECT _ingest_id FROM hit_hist)"
+            ).fetchall()
+            holders = {i for (i,) in found} - set(removed) - set(added["ingest_id"])
             older = files_of(imports.filter(pl.col("ingest_id").is_in(list(holders))))
             versions = (
                 f"SELECT * FROM (SELECT *, hash({IDENTITY}) AS _identity_hash FROM "
@@ -259,7 +255,7 @@ class Merge:
         )
         hist = self._write(
             "history",
-            f"SELECT * EXCLUDE (_rn, _nv), _rn::INTEGER AS _rank FROM ranked WHERE _nv > 1 ORDER BY {SORT}",
+            f"SELECT * EXCLUDE (_rn, _nv), _rn::INTEGER AS _rank FROM ranked WHERE _rn > 1 ORDER BY {SORT}",
         )
         spans = self._write("asof", ASOF_SPANS.format(identity=IDENTITY, sort=SORT))
         if old:
