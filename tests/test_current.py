@@ -41,6 +41,7 @@ def dump(
                 **({"status": "deleted"} if i in deleted else {}),
                 **({"created_at": "the day before"} if i in bad and i % 2 else {}),
                 **({"memory": None} if i in bad and not i % 2 else {}),
+                **({"expiration_date": f"2025-01-{day + 1:02d}"} if i % 7 == 6 else {}),
             }
             for i in ids
         ]
@@ -85,7 +86,18 @@ def assert_matches_window(store: EpisodeStore, catalog: Path) -> int:
             f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1 ORDER BY ALL"
         ).fetchall()
         assert con.sql(f"SELECT {COLUMNS} FROM episodes ORDER BY ALL").fetchall() == want
-        for ts in ("2025-01-01T12:00:00Z", "2025-01-02T00:00:30Z", "2030-01-01T00:00:00Z"):
+        # between versions, at a version's own instants, at expiry, and at either end of time
+        for ts in (
+            "2025-01-01T12:00:00Z",
+            "2025-01-02T00:00:30Z",
+            "2025-01-02T00:00:12Z",
+            "2025-01-01T00:00:00Z",
+            "2025-01-03T00:00:00Z",
+            "2025-01-04T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+            "infinity",
+            "-infinity",
+        ):
             asof = con.sql(
                 f"SELECT {COLUMNS} FROM ref_log WHERE coalesce(valid_from <= ?::TIMESTAMPTZ, true) "
                 "AND coalesce(valid_to > ?::TIMESTAMPTZ, true) "
@@ -253,7 +265,7 @@ def polars_current(store_root: Path) -> pl.DataFrame:
                 pl.scan_parquet(root / seg["deletes"]), left_on="_row", right_on="row", how="anti"
             )
         parts.append(frame.drop("_row"))
-    return pl.concat(parts).drop("_ingest_id", "_identity_hash", "_versions").collect()
+    return pl.concat(parts).select(pl.exclude("^_.*$")).collect()
 
 
 def test_polars_reads_the_current_episodes_from_the_store(tmp_path: Path) -> None:
@@ -318,3 +330,40 @@ def test_a_killed_refresh_leaves_no_state_file_behind(tmp_path: Path) -> None:
     current.refresh(store)
     assert not dead.exists()
     assert later.exists()
+
+
+def test_own_span_is_the_as_of_predicate() -> None:
+    """For an episode with one version, ``_from <= ts AND coalesce(_to > ts, true)`` (its current
+    row's span, ``segments.OWN_SPAN``) is the as-of predicate on its own times, at every instant and
+    for every combination of missing times and statuses."""
+    con = duckdb.connect()
+    times = "[NULL, '2025-01-01', '2025-01-02', '2025-01-03']::TIMESTAMPTZ[]"
+    cols = ("valid_from", "valid_to", "recorded_at", "created_at", "observed_at", "superseded_at")
+    con.execute(
+        "CREATE TABLE ranked AS SELECT row_number() OVER () AS id, 1 AS _nv, * FROM "
+        + ", ".join(f"unnest({times}) AS t{i}({c})" for i, c in enumerate(cols))
+        + ", unnest(['active', 'superseded', 'deleted', NULL]) AS s(status)"
+    )
+    con.execute(f"CREATE TABLE spans AS SELECT id, {segments.OWN_SPAN} FROM ranked")
+    for ts in (
+        "-infinity",
+        "2024-12-31",
+        "2025-01-01",
+        "2025-01-01 12:00",
+        "2025-01-02",
+        "2025-01-04",
+        "infinity",
+    ):
+        want = con.sql(
+            "SELECT id FROM ranked WHERE coalesce(valid_from <= $ts::TIMESTAMPTZ, true) "
+            "AND coalesce(valid_to > $ts::TIMESTAMPTZ, true) "
+            "AND coalesce(recorded_at, created_at, observed_at) <= $ts::TIMESTAMPTZ "
+            "AND coalesce(superseded_at > $ts::TIMESTAMPTZ, status = 'active') ORDER BY id",
+            params={"ts": ts},
+        ).fetchall()
+        got = con.sql(
+            "SELECT id FROM spans WHERE _from <= $ts::TIMESTAMPTZ AND coalesce(_to > $ts::TIMESTAMPTZ, true) "
+            "ORDER BY id",
+            params={"ts": ts},
+        ).fetchall()
+        assert got == want and (want or ts in ("-infinity", "2024-12-31")), ts

@@ -141,13 +141,6 @@ def build_catalog(
     return CatalogSummary(path, live.height, episode_files, episodes, versions, rejects, note=note)
 
 
-#: The as-of predicate on a version's own times (bi-temporal: valid then, and known then).
-AS_OF = """coalesce(valid_from <= ts::TIMESTAMPTZ, true)
-  AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
-  AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
-  AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')"""
-
-
 def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: segments.State) -> None:
     """``episodes``, ``episode_log``, ``rejects`` and ``episodes_as_of`` over the materialized state.
 
@@ -159,15 +152,17 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
     none = "SELECT ''::VARCHAR AS filename, 0::BIGINT AS file_row_number LIMIT 0"
     con.execute(f"CREATE TABLE _deleted AS {' UNION ALL '.join(dels) if dels else none}")
     bookkeeping = "''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash"
+    span = "NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"
     extras = {
-        "_current": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _versions"),
-        "_history": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _rank"),
-        "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"),
+        "_current": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _versions, {span}"),
+        "_log": (EPISODE_SCHEMA, bookkeeping),
+        "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
         "_rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),
     }
-    sources = {"_current": state.episodes, "_history": state.history, "_asof": state.asof}
+    # episode_log: the current rows and history (the versions that are not current), in one scan
+    sources = {"_current": state.episodes, "_log": state.episodes + state.history, "_asof": state.asof}
     for view, segs in {**sources, "_rejects": state.rejects}.items():
-        sql = segments.relation_sql(store, segs, "_deleted")
+        sql = segments.relation_sql(store, segs, "_deleted", by_name=view == "_log")
         if sql is None:
             schema, extra = extras[view]
             con.register("empty", typed_empty(schema))
@@ -176,19 +171,17 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
             sql = f"SELECT * FROM {view}_empty"
         con.execute(f"CREATE VIEW {view} AS {sql}")
     con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
-    # every live version: the current ones, and the others (history); no filter, no window
     columns = ", ".join(quote_identifier(c) for c in EPISODE_SCHEMA)
-    con.execute(
-        f"CREATE VIEW episode_log AS SELECT {columns} FROM _current UNION ALL SELECT {columns} FROM _history"
-    )
+    con.execute(f"CREATE VIEW episode_log AS SELECT {columns} FROM _log")
     reject_columns = ", ".join(quote_identifier(c) for c in REJECT_SCHEMA)
     con.execute(f"CREATE VIEW rejects AS SELECT {reject_columns} FROM _rejects")
-    # an episode with one live version is its current row, filtered; for the others, the refresh
-    # worked out which version holds over which span of time: a filter, no window over versions
+    # the refresh worked out over which span of time each version is the one as of then: an
+    # episode's one version (its current row's _from/_to), the others' (asof): a filter, no window
     con.execute(
         f"""
         CREATE MACRO episodes_as_of(ts) AS TABLE
-        SELECT * EXCLUDE ({hidden}) FROM _current WHERE _versions = 1 AND {AS_OF}
+        SELECT * EXCLUDE ({hidden}) FROM _current
+        WHERE _from <= ts::TIMESTAMPTZ AND coalesce(_to > ts::TIMESTAMPTZ, true)
         UNION ALL BY NAME
         SELECT * EXCLUDE (_ingest_id, _identity_hash, _from, _to) FROM _asof
         WHERE _from <= ts::TIMESTAMPTZ AND coalesce(_to > ts::TIMESTAMPTZ, true)

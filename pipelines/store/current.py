@@ -22,7 +22,8 @@ dumps. The state file is written last and atomically: a crash leaves the old sta
 
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
-from, in rejects too; ``_versions``: how many live versions the episode has; in history,
+from, in rejects too; ``_versions``: how many live versions the episode has; ``_from``/``_to``: for an
+episode with one version, when ``episodes_as_of`` gives it (``segments.OWN_SPAN``); in history,
 ``_rank``: the version's place in the order that picks the current one, 1 being the current, so
 2 on) are left out of the catalog's views.
 """
@@ -51,7 +52,7 @@ from pipelines.store.episodes import (
 )
 from pipelines.store.segments import DIR, LAYOUT, TABLES, Merge, Segment, State
 
-HIDDEN = ("_ingest_id", "_identity_hash", "_versions")  # history has _rank instead of _versions
+HIDDEN = ("_ingest_id", "_identity_hash", "_versions", "_from", "_to")  # history: _rank, no span
 MEMORY_LIMIT = "3GB"
 
 

@@ -97,7 +97,9 @@ def segment_uri(store: EpisodeStore, rel: str) -> str:
     return store.location.uri(store.location.path(DIR, rel))
 
 
-def relation_sql(store: EpisodeStore, segments: list[Segment], deleted: str | None) -> str | None:
+def relation_sql(
+    store: EpisodeStore, segments: list[Segment], deleted: str | None, *, by_name: bool = False
+) -> str | None:
     """SQL for the live rows of a table's segments: one scan of all of them, minus the rows in the
     table ``deleted`` (``filename``, ``file_row_number``) by one anti-join (None: no deletes).
 
@@ -107,6 +109,7 @@ def relation_sql(store: EpisodeStore, segments: list[Segment], deleted: str | No
     if not segments:
         return None
     files = quote_list(segment_uri(store, s.file) for s in segments)
+    files += ", union_by_name = true" if by_name else ""  # ``by_name``: segments of several tables
     if deleted is None or not any(s.deletes for s in segments):
         return f"SELECT * FROM read_parquet({files})"
     return (
@@ -125,6 +128,19 @@ def deletes_sql(store: EpisodeStore, segments: list[Segment]) -> str | None:
     ]
     return " UNION ALL ".join(parts) if parts else None
 
+
+#: For an episode with one version, the span of time over which ``episodes_as_of`` gives it, from
+#: the as-of predicate on its own times: known (``recorded_at``, else ``created_at``, else
+#: ``observed_at``) and valid from ``_from`` (NULL: never), until ``_to`` (exclusive; NULL: for ever)
+#: where it stops being valid, is superseded, or at once if it is neither active nor superseded.
+#: ``episodes_as_of(ts)`` is then ``_from <= ts AND coalesce(_to > ts, true)``: two columns, a
+#: filter the Parquet scan evaluates, not the predicate over five. (NULL for several versions:
+#: their spans are in ``asof``.) DuckDB's ``greatest``/``least`` skip NULLs.
+OWN_SPAN = """
+CASE WHEN _nv = 1 AND coalesce(recorded_at, created_at, observed_at) IS NOT NULL
+  THEN greatest(coalesce(recorded_at, created_at, observed_at), valid_from) END AS _from,
+CASE WHEN _nv = 1 THEN least(valid_to, CASE WHEN superseded_at IS NOT NULL THEN superseded_at
+  WHEN status = 'active' THEN NULL ELSE '-infinity'::TIMESTAMPTZ END) END AS _to"""
 
 #: For each episode with several versions, the spans of time over which each version is the one
 #: ``episodes_as_of`` gives: the as-of predicate changes only at a version's own times, so it is
@@ -250,7 +266,7 @@ class Merge:
         )
         cur = self._write(
             "episodes",
-            "SELECT * EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions FROM ranked WHERE _rn = 1 "
+            f"SELECT * EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions, {OWN_SPAN} FROM ranked WHERE _rn = 1 "
             f"ORDER BY {SORT}",
         )
         hist = self._write(
