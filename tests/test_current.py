@@ -188,12 +188,12 @@ def test_refresh_reads_only_the_new_dump(
     # the new dump's files, and those of d3 (the earlier versions of the 10 episodes it updates):
     # the large segments are searched on narrow columns only, never read whole
     assert done.read == [store.location.uri(f["path"]) for f in files["new.json"] + files["d3.json"]]
-    # written: one current segment (the 10 episodes), one history segment (their 10 older versions),
+    # written: one current segment (the 10 episodes), one log segment (their 10 new versions),
     # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
     kinds = sorted(f.split("-")[0] for f in done.written)
-    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "history/seg", "imports"], done.written
+    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "imports", "log/seg"], done.written
     segs = {s.file: s.rows for s in done.state.segments()}
-    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "history/"))] == [10, 10]
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/"))] == [10, 10]
     assert current.refresh(store).written == []  # nothing new: nothing read or written
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
 

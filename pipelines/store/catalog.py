@@ -9,8 +9,7 @@ holding it read-write is never swapped under, and what it wrote is never replace
 
 Views: ``episodes`` (current version of each episode: per tenant, system and source id, read
 from the materialized current state, ``pipelines.store.current``), ``episode_log`` (every live
-version: the current rows and the history of the versions that are not current),
-``rejects`` (materialized too), ``imports`` (every import, ``live`` marks the
+version) and ``rejects``, materialized too, ``imports`` (every import, ``live`` marks the
 committed one per partition and tenant), ``exports`` (every export from its manifest, newest
 first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the table macro
 ``episodes_as_of(ts)`` for bi-temporal questions.
@@ -154,15 +153,17 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
     bookkeeping = "''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash"
     span = "NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"
     extras = {
-        "_current": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _versions, {span}"),
+        "_current": (
+            EPISODE_SCHEMA,
+            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR[] AS _holders, {span}",
+        ),
         "_log": (EPISODE_SCHEMA, bookkeeping),
         "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
         "_rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),
     }
-    # episode_log: the current rows and history (the versions that are not current), in one scan
-    sources = {"_current": state.episodes, "_log": state.episodes + state.history, "_asof": state.asof}
-    for view, segs in {**sources, "_rejects": state.rejects}.items():
-        sql = segments.relation_sql(store, segs, "_deleted", by_name=view == "_log")
+    sources = {"_current": state.episodes, "_log": state.log, "_asof": state.asof, "_rejects": state.rejects}
+    for view, segs in sources.items():
+        sql = segments.relation_sql(store, segs, "_deleted")
         if sql is None:
             schema, extra = extras[view]
             con.register("empty", typed_empty(schema))

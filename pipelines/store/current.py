@@ -5,27 +5,27 @@ Layout under ``<store>/current/`` (merge-on-read, as Iceberg's and DuckLake's de
     _state/<generation>.json           ← the commit: which segments, delete files, imports table
     episodes/seg-<tag>.parquet         the current version of each episode (+ bookkeeping columns)
     episodes/del-<tag>.parquet         row numbers of a segment that are no longer current
-    history/seg-<tag>.parquet          every live version that is not current (``episode_log``: + episodes)
-    asof/seg-<tag>.parquet             for those episodes, which version is current over which span
+    log/seg-<tag>.parquet              every live version (``episode_log``), as the imports wrote them
+    asof/seg-<tag>.parquet             for episodes with several versions, which one is current when
     rejects/seg-<tag>.parquet          the rejects of the live imports
     imports-<tag>.parquet              every import manifest, live or not (``imports_index``)
 
-Segments are sorted (episodes by tenant_id, scope, observed_at; rejects by tenant_id, reason) and
-never modified. A refresh reads only the import manifests committed since the last one, the data
-files of the imports that became live, the positions of the episodes they touch (new versions, and
-versions of replaced imports) and those episodes' older versions from the data files of the imports
+Segments are sorted (by tenant_id, scope, observed_at; rejects by tenant_id, reason) and never
+modified. A refresh reads only the import manifests committed since the last one, the data files
+of the imports that became live, the positions of the episodes they touch (new versions, and
+versions of replaced imports) and those episodes' versions from the data files of the imports
 holding them; it writes those episodes' new state as one small segment and marks their old rows in
-delete files. Small
-segments are merged in tiers (``FANOUT`` of a size into one of the next), and a segment with
-many deleted rows is rewritten, so a query reads a few large sorted files whatever the number of
-dumps. The state file is written last and atomically: a crash leaves the old state or the new.
+delete files. The log and the rejects are appended to (deleted from only when an import is
+replaced). Small segments are merged in tiers (``FANOUT`` of a size into one of the next), and a
+segment with many deleted rows is rewritten, so a query reads a few large sorted files whatever the
+number of dumps. The state file is written last and atomically: a crash leaves the old state or
+the new.
 
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
-from, in rejects too; ``_versions``: how many live versions the episode has; ``_from``/``_to``: for an
-episode with one version, when ``episodes_as_of`` gives it (``segments.OWN_SPAN``); in history,
-``_rank``: the version's place in the order that picks the current one, 1 being the current, so
-2 on) are left out of the catalog's views.
+from; in current rows, ``_versions``: how many live versions the episode has, ``_holders``: the
+imports holding them (NULL for one), and ``_from``/``_to``: for an episode with one version, when
+``episodes_as_of`` gives it, ``segments.OWN_SPAN``) are left out of the catalog's views.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from pipelines.store.episodes import (
 )
 from pipelines.store.segments import DIR, LAYOUT, TABLES, Merge, Segment, State
 
-HIDDEN = ("_ingest_id", "_identity_hash", "_versions", "_from", "_to")  # history: _rank, no span
+HIDDEN = ("_ingest_id", "_identity_hash", "_versions", "_holders", "_from", "_to")
 MEMORY_LIMIT = "3GB"
 
 
@@ -81,7 +81,7 @@ def _load_state(store: EpisodeStore) -> State | None:
         gen=raw["gen"],
         imports=raw["imports"],
         episodes=[Segment(**s) for s in raw["episodes"]],
-        history=[Segment(**s) for s in raw["history"]],
+        log=[Segment(**s) for s in raw["log"]],
         asof=[Segment(**s) for s in raw["asof"]],
         rejects=[Segment(**s) for s in raw["rejects"]],
     )

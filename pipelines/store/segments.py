@@ -1,17 +1,18 @@
 """Segments of the current state: immutable sorted Parquet files with delete files, and the merge
 one refresh runs over them (``pipelines.store.current`` decides what changed and commits).
 
-A table of the state (``episodes``, ``history``, ``asof``, ``rejects``) is a list of segments; a
+A table of the state (``episodes``, ``log``, ``asof``, ``rejects``) is a list of segments; a
 segment's deleted rows are the row numbers in its delete file. :class:`Merge` replaces the state of
 the episodes a refresh touches (their old rows marked deleted, their new state one new segment per
-table), appends the rejects of the imports that became live (and deletes those of the imports
-replaced), and compacts: a full size tier (``FANOUT`` segments, two in the smallest) or a segment
-with ``DIRTY`` of its rows deleted is merged into one sorted segment.
+table), appends the versions and rejects of the imports that became live to ``log`` and
+``rejects`` (and deletes those of the imports replaced: the only deletes there), and compacts: a
+full size tier (``FANOUT`` segments, two in the smallest) or a segment with ``DIRTY`` of its rows
+deleted is merged into one sorted segment.
 
 Finding what a refresh touches costs what changed, not the store: the segments are searched for
-the touched identities on three narrow columns (``_identity_hash``, ``_ingest_id``, the row number;
-DuckDB decodes the other columns only where the hash matched), and the full rows of the touched
-episodes' older versions are read from the data files of the imports that hold them (a few small
+the touched identities on narrow columns (``_identity_hash``, the row number, and where the hash
+matched ``_ingest_id`` and ``_holders``: the imports holding the episode's versions), and the full
+rows of the touched episodes' versions are read from the data files of those imports (a few small
 files), never from the large segments, whose row groups would be decoded whole.
 """
 
@@ -27,15 +28,15 @@ from connectors.kit.sql import quote_list, quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, new_ingest_id, typed_empty
 
-#: 2: rejects materialized; history holds the versions that are not current; older versions of
-#: touched episodes read from their imports
+#: 2: rejects and the log (every live version) materialized; current rows carry ``_holders`` and
+#: their as-of span; versions of touched episodes read from their imports' files
 LAYOUT = 2
 DIR = "current"
-TABLES = ("episodes", "history", "asof", "rejects")
+TABLES = ("episodes", "log", "asof", "rejects")
 SORT = "tenant_id, scope, observed_at"
 #: Rejects are read by reason (``WHERE reason = …``, ``GROUP BY reason``) and by dump.
 REJECT_SORT = "tenant_id, reason, source_system, dump_uri, dump_record"
-SORTS = {"episodes": SORT, "history": SORT, "asof": SORT, "rejects": REJECT_SORT}
+SORTS = {"episodes": SORT, "log": SORT, "asof": SORT, "rejects": REJECT_SORT}
 FANOUT = 8  # segments of one size tier merged into one of the next
 BASE_ROWS = 4096  # the smallest tier
 DIRTY = 0.25  # a segment with this share of rows deleted is rewritten
@@ -61,14 +62,14 @@ class State:
     gen: int
     imports: str
     episodes: list[Segment] = field(default_factory=list)
-    history: list[Segment] = field(default_factory=list)
+    log: list[Segment] = field(default_factory=list)
     asof: list[Segment] = field(default_factory=list)
     rejects: list[Segment] = field(default_factory=list)
     duckdb: str = duckdb.__version__
     layout: int = LAYOUT
 
     def segments(self) -> list[Segment]:
-        return self.episodes + self.history + self.asof + self.rejects
+        return self.episodes + self.log + self.asof + self.rejects
 
 
 def segments_sql(
@@ -97,9 +98,7 @@ def segment_uri(store: EpisodeStore, rel: str) -> str:
     return store.location.uri(store.location.path(DIR, rel))
 
 
-def relation_sql(
-    store: EpisodeStore, segments: list[Segment], deleted: str | None, *, by_name: bool = False
-) -> str | None:
+def relation_sql(store: EpisodeStore, segments: list[Segment], deleted: str | None) -> str | None:
     """SQL for the live rows of a table's segments: one scan of all of them, minus the rows in the
     table ``deleted`` (``filename``, ``file_row_number``) by one anti-join (None: no deletes).
 
@@ -109,7 +108,6 @@ def relation_sql(
     if not segments:
         return None
     files = quote_list(segment_uri(store, s.file) for s in segments)
-    files += ", union_by_name = true" if by_name else ""  # ``by_name``: segments of several tables
     if deleted is None or not any(s.deletes for s in segments):
         return f"SELECT * FROM read_parquet({files})"
     return (
@@ -173,7 +171,7 @@ class Merge:
             state.gen,
             state.imports,
             list(state.episodes),
-            list(state.history),
+            list(state.log),
             list(state.asof),
             list(state.rejects),
         )
@@ -222,35 +220,30 @@ class Merge:
         files = files_of(added)
         fresh = self._files_table("added_files", files, EPISODE_SCHEMA)
         fresh = f"SELECT *, hash({IDENTITY}) AS _identity_hash FROM ({fresh})"
-        old = self.state.episodes + self.state.history
+        old = self.state.episodes
         # a full build reads the new files once, straight into the window (nothing to look up)
         con.execute(f"CREATE TEMP {'TABLE' if old else 'VIEW'} fresh AS {fresh}")
-        gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})" if removed else "false"
+        gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})" if removed else None
         versions, older = "SELECT * FROM fresh LIMIT 0", []
         touched = "_identity_hash IN (SELECT h FROM k)"
         if old:
             con.execute("CREATE TEMP TABLE k AS SELECT DISTINCT _identity_hash AS h FROM fresh")
-            if removed:
-                hit = segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
-                con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
-            # where the touched episodes are (three narrow columns), and which imports hold them
-            cols = "_identity_hash, _ingest_id"
+            if gone and self.state.log:  # the versions of replaced imports: where, and whose
+                hit = segments_sql(self.store, self.state.log, gone, pos=True, cols="_identity_hash")
+                con.execute(f"CREATE TEMP TABLE hit_log AS {hit}")
+                con.execute("INSERT INTO k SELECT DISTINCT _identity_hash FROM hit_log")
+            # where the touched episodes are (narrow columns), and which imports hold their versions
             for hits, segs, c in (
-                ("hit_cur", self.state.episodes, cols),
-                ("hit_hist", self.state.history, cols),
+                ("hit_cur", self.state.episodes, "_identity_hash, _ingest_id, _holders"),
                 ("hit_asof", self.state.asof, "_identity_hash"),
             ):
                 sql = segments_sql(self.store, segs, touched, pos=True, cols=c) if segs else None
-                empty = (
-                    "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _ingest_id, "
-                    "''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0"
-                )
+                empty = "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0"
                 con.execute(f"CREATE TEMP TABLE {hits} AS {sql or empty}")
-            # every live version of a touched episode (its current row, its older versions in
-            # history), read whole from the (small) data files of the imports holding them
+            # every live version of a touched episode, read whole from the (small) data files of the
+            # imports holding them: never the large segments, whose row groups would be decoded whole
             found = con.sql(
-                "SELECT DISTINCT _ingest_id FROM (SELECT _ingest_id FROM hit_cur "
-                "UNION ALL SELECT _ingest_id FROM hit_hist)"
+                "SELECT _ingest_id FROM hit_cur UNION SELECT unnest(_holders) FROM hit_cur"
             ).fetchall()
             holders = {i for (i,) in found} - set(removed) - set(added["ingest_id"])
             older = files_of(imports.filter(pl.col("ingest_id").is_in(list(holders))))
@@ -266,33 +259,32 @@ class Merge:
         )
         cur = self._write(
             "episodes",
-            f"SELECT * EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions, {OWN_SPAN} FROM ranked WHERE _rn = 1 "
-            f"ORDER BY {SORT}",
-        )
-        hist = self._write(
-            "history",
-            f"SELECT * EXCLUDE (_rn, _nv), _rn::INTEGER AS _rank FROM ranked WHERE _rn > 1 ORDER BY {SORT}",
+            f"""SELECT r.* EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions, h._holders, {OWN_SPAN}
+            FROM ranked r LEFT JOIN (SELECT {IDENTITY}, list(DISTINCT _ingest_id) AS _holders FROM ranked
+              WHERE _nv > 1 GROUP BY ALL) h USING ({IDENTITY})
+            WHERE _rn = 1 ORDER BY {SORT}""",
         )
         spans = self._write("asof", ASOF_SPANS.format(identity=IDENTITY, sort=SORT))
         if old:
             self.state.asof = self._mark_deleted(self.state.asof, "hit_asof")
             self.state.episodes = self._mark_deleted(self.state.episodes, "hit_cur")
-            self.state.history = self._mark_deleted(self.state.history, "hit_hist")
         self.state.asof += [spans] if spans else []
         self.state.episodes += [cur] if cur else []
-        self.state.history += [hist] if hist else []
-        self._apply_rejects(files_of(added, "_reject_paths"), gone if removed else None)
-        return [f for f, _ in files] + [f for f, _ in older]
-
-    def _apply_rejects(self, files: list[tuple[str, str]], gone: str | None) -> None:
-        """Append the rejects of the imports that became live; delete those of the imports replaced."""
-        new = self._files_table("added_rejects", files, REJECT_SCHEMA)
-        seg = self._write("rejects", f"SELECT * FROM ({new}) ORDER BY {REJECT_SORT}")
+        # the log and the rejects: the new imports' rows appended, the replaced imports' deleted
+        self._append("log", "SELECT * FROM fresh", "hit_log" if gone and old and self.state.log else None)
+        rejects = self._files_table("added_rejects", files_of(added, "_reject_paths"), REJECT_SCHEMA)
         if gone and self.state.rejects:
             hit = segments_sql(self.store, self.state.rejects, gone, pos=True, cols="_ingest_id")
-            self.con.execute(f"CREATE TEMP TABLE hit_rej AS {hit}")
-            self.state.rejects = self._mark_deleted(self.state.rejects, "hit_rej")
-        self.state.rejects += [seg] if seg else []
+            con.execute(f"CREATE TEMP TABLE hit_rejects AS {hit}")
+        self._append("rejects", rejects, "hit_rejects" if gone and self.state.rejects else None)
+        return [f for f, _ in files] + [f for f, _ in older]
+
+    def _append(self, table: str, select: str, hits: str | None) -> None:
+        """A new segment of ``table`` with the rows of ``select``; the rows in ``hits`` deleted."""
+        seg = self._write(table, f"SELECT * FROM ({select}) ORDER BY {SORTS[table]}")
+        segs: list[Segment] = getattr(self.state, table)
+        segs = self._mark_deleted(segs, hits) if hits else segs
+        setattr(self.state, table, segs + ([seg] if seg else []))
 
     def _mark_deleted(self, segments: list[Segment], hits: str) -> list[Segment]:
         out = []
