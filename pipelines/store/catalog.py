@@ -155,7 +155,7 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
     extras = {
         "_current": (
             EPISODE_SCHEMA,
-            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR[] AS _holders, {span}",
+            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}",
         ),
         "_log": (EPISODE_SCHEMA, bookkeeping),
         "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),

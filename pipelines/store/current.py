@@ -24,8 +24,8 @@ the new.
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
 from; in current rows, ``_versions``: how many live versions the episode has, ``_holders``: the
-imports holding them (NULL for one), and ``_from``/``_to``: for an episode with one version, when
-``episodes_as_of`` gives it, ``segments.OWN_SPAN``) are left out of the catalog's views.
+imports holding them, comma-separated (NULL for one), and ``_from``/``_to``: for an episode with
+one version, when ``episodes_as_of`` gives it, ``segments.OWN_SPAN``) are left out of the views.
 """
 
 from __future__ import annotations
