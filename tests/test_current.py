@@ -367,3 +367,24 @@ def test_own_span_is_the_as_of_predicate() -> None:
             params={"ts": ts},
         ).fetchall()
         assert got == want and (want or ts in ("-infinity", "2024-12-31")), ts
+
+
+def test_log_and_rejects_read_a_few_segments_not_every_import(
+    store: EpisodeStore, landing: Location, tmp_path: Path
+) -> None:
+    """``episode_log`` and ``rejects`` read the materialized segments (merged in tiers), never the
+    live imports' files: 9 dumps, a handful of files."""
+    catalog = tmp_path / "c.duckdb"
+    for n in range(12):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1, bad=(n * 5,)))
+        build_catalog(store, catalog)
+    with connect(catalog) as con:
+        for view in ("_log", "_rejects", "_current"):
+            (sql,) = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = ?", params=[view]).fetchall()[
+                0
+            ]
+            assert "source_system=" not in sql and "/current/" in sql, view
+            assert sql.count(".parquet") <= 4, (view, sql.count(".parquet"))
+        (rejected,) = con.sql("SELECT count(*) FROM rejects").fetchall()[0]
+        assert rejected >= 9  # one bad record a dump at least (exactly what the imports say: below)
+    assert assert_matches_window(store, catalog) == 49  # m-0 only ever rejected
