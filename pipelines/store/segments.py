@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from connectors.kit.sql import quote_list, quote_literal
+from connectors.kit.sql import quote_identifier, quote_list, quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, new_ingest_id, typed_empty
 
@@ -108,12 +108,12 @@ def relation_sql(store: EpisodeStore, segments: list[Segment], deleted: str | No
     """
     if not segments:
         return None
-    files = quote_list(segment_uri(store, s.file) for s in segments)
+    scan = f"read_parquet({quote_list(segment_uri(store, s.file) for s in segments)}"
     if deleted is None or not any(s.deletes for s in segments):
-        return f"SELECT * FROM read_parquet({files})"
+        return f"SELECT * FROM {scan})"
     return (
-        f"SELECT * EXCLUDE (filename, file_row_number) FROM read_parquet({files}, filename = true, "
-        f"file_row_number = true) ANTI JOIN {deleted} USING (filename, file_row_number)"
+        f"SELECT * EXCLUDE (filename, file_row_number) FROM {scan}, filename = true, "
+        f"file_row_number = true) ANTI JOIN {quote_identifier(deleted)} USING (filename, file_row_number)"
     )
 
 
@@ -198,12 +198,12 @@ class Merge:
         """SQL reading ``files`` ((uri, ingest id) pairs) with their ingest id as ``_ingest_id``."""
         if not files:
             self.con.register(f"{name}_empty", typed_empty(schema))
-            return f"SELECT *, ''::VARCHAR AS _ingest_id FROM {name}_empty LIMIT 0"
+            return f"SELECT *, ''::VARCHAR AS _ingest_id FROM {quote_identifier(name + '_empty')} LIMIT 0"
         self.con.register(name, pl.DataFrame(files, schema=["filename", "_ingest_id"], orient="row"))
         return (
             f"SELECT e.* EXCLUDE (filename), a._ingest_id FROM read_parquet("
             f"{quote_list([f for f, _ in files])}, filename = true, hive_partitioning = false) e "
-            f"JOIN {name} a USING (filename)"
+            f"JOIN {quote_identifier(name)} a USING (filename)"
         )
 
     def apply(self, added: pl.DataFrame, removed: list[str], imports: pl.DataFrame) -> list[str]:
