@@ -4,17 +4,21 @@ version would say, refreshed from what changed only, safe for open sessions and 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 
 from connectors.errors import StoreError
+from connectors.kit.sql import quote_list
+from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.store import current, segments
 from pipelines.store.catalog import build_catalog, connect
-from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore
+from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, typed_empty
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
 from tests.conftest import put
@@ -22,7 +26,10 @@ from tests.conftest import put
 COLUMNS = "tenant_id, source_system, source_id, episode_id, content, status, dump_uri, ingested_at"
 
 
-def dump(ids: range, *, text: str = "fact", day: int = 1, deleted: tuple[int, ...] = ()) -> str:
+def dump(
+    ids: range, *, text: str = "fact", day: int = 1, deleted: tuple[int, ...] = (), bad: tuple[int, ...] = ()
+) -> str:
+    """A Mem0 dump of memories ``ids``; those in ``bad`` are rejected (a bad timestamp, no text)."""
     return json.dumps(
         [
             {
@@ -32,6 +39,9 @@ def dump(ids: range, *, text: str = "fact", day: int = 1, deleted: tuple[int, ..
                 "created_at": "2025-01-01T00:00:00Z",
                 "updated_at": f"2025-01-{day:02d}T00:00:{i % 60:02d}Z",
                 **({"status": "deleted"} if i in deleted else {}),
+                **({"created_at": "the day before"} if i in bad and i % 2 else {}),
+                **({"memory": None} if i in bad and not i % 2 else {}),
+                **({"expiration_date": f"2025-01-{day + 1:02d}"} if i % 7 == 6 else {}),
             }
             for i in ids
         ]
@@ -43,18 +53,53 @@ def ingest(store: EpisodeStore, landing: Location, rel: str, body: str, tenant: 
     ingest_dump(store, landing, "mem0", rel, tenant_id=tenant, force=True)
 
 
+def log_from_imports(store: EpisodeStore, con: duckdb.DuckDBPyConnection) -> None:
+    """The former definitions, independent of ``current/``: ``episode_log`` and ``rejects`` as every
+    live import's data files (``ref_log``, ``ref_rejects``)."""
+    live = store.live_manifests()  # (``con`` has the store's filesystem: ``catalog.connect``)
+    for view, kind, schema in (
+        ("ref_log", "episodes", EPISODE_SCHEMA),
+        ("ref_rejects", "rejects", REJECT_SCHEMA),
+    ):
+        files = [store.location.uri(f["path"]) for m in live for f in m["files"][kind]]
+        if files:
+            source = f"read_parquet({quote_list(files)}, hive_partitioning = false)"
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {source}")
+        else:
+            con.register(f"{view}_empty", typed_empty(schema))
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
+
+
 def assert_matches_window(store: EpisodeStore, catalog: Path) -> int:
-    """``episodes`` and ``episodes_as_of`` equal the window over every live version."""
+    """``episode_log`` and ``rejects`` hold exactly the live imports' rows; ``episodes`` and
+    ``episodes_as_of`` equal the window over every live version."""
     build_catalog(store, catalog)
     with connect(catalog) as con:
+        log_from_imports(store, con)
+        for view, ref in (("episode_log", "ref_log"), ("rejects", "ref_rejects")):
+            assert con.sql(f"DESCRIBE {view}").fetchall() == con.sql(f"DESCRIBE {ref}").fetchall()
+            want_rows = Counter(map(repr, con.sql(f"SELECT * FROM {ref}").fetchall()))
+            got_rows = Counter(map(repr, con.sql(f"SELECT * FROM {view}").fetchall()))
+            assert got_rows == want_rows, (view, got_rows - want_rows, want_rows - got_rows)
         want = con.sql(
-            f"SELECT {COLUMNS} FROM episode_log "
+            f"SELECT {COLUMNS} FROM ref_log "
             f"QUALIFY row_number() OVER (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER}) = 1 ORDER BY ALL"
         ).fetchall()
         assert con.sql(f"SELECT {COLUMNS} FROM episodes ORDER BY ALL").fetchall() == want
-        for ts in ("2025-01-01T12:00:00Z", "2025-01-02T00:00:30Z", "2030-01-01T00:00:00Z"):
+        # between versions, at a version's own instants, at expiry, and at either end of time
+        for ts in (
+            "2025-01-01T12:00:00Z",
+            "2025-01-02T00:00:30Z",
+            "2025-01-02T00:00:12Z",
+            "2025-01-01T00:00:00Z",
+            "2025-01-03T00:00:00Z",
+            "2025-01-04T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+            "infinity",
+            "-infinity",
+        ):
             asof = con.sql(
-                f"SELECT {COLUMNS} FROM episode_log WHERE coalesce(valid_from <= ?::TIMESTAMPTZ, true) "
+                f"SELECT {COLUMNS} FROM ref_log WHERE coalesce(valid_from <= ?::TIMESTAMPTZ, true) "
                 "AND coalesce(valid_to > ?::TIMESTAMPTZ, true) "
                 "AND coalesce(recorded_at, created_at, observed_at) <= ?::TIMESTAMPTZ "
                 "AND coalesce(superseded_at > ?::TIMESTAMPTZ, status = 'active') "
@@ -91,6 +136,43 @@ def test_current_state_follows_new_versions_reimports_and_tenants(
     assert assert_matches_window(store, catalog) == 15
 
 
+def catalog_rows(catalog: Path) -> dict[str, list[Any]]:
+    """Every row of every view an analyst reads (and ``episodes_as_of`` at a few times)."""
+    with connect(catalog) as con:
+        rows = {
+            v: con.sql(f"SELECT * FROM {v} ORDER BY ALL").fetchall()
+            for v in ("episodes", "episode_log", "rejects")
+        }
+        for ts in ("2025-01-01T12:00:00Z", "2025-01-03T00:00:30Z", "2030-01-01T00:00:00Z"):
+            rows[ts] = con.sql("SELECT * FROM episodes_as_of(?) ORDER BY ALL", params=[ts]).fetchall()
+    return rows
+
+
+def test_incremental_refreshes_equal_a_full_rebuild(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New versions, tombstones, rejects, re-imports that drop episodes and rejects, another tenant:
+    after each refresh every view holds what the imports say, and at the end exactly what a full
+    rebuild gives (compaction on: two segments of a tier are merged)."""
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    steps = [
+        ("a.json", dump(range(20), bad=(3, 4)), "acme"),
+        ("b.json", dump(range(10, 30), text="b", day=2, deleted=(12,), bad=(25, 26)), "acme"),
+        ("a.json", dump(range(5), text="a2", day=3, bad=(1,)), "acme"),  # a re-import drops 5..19
+        ("c.json", dump(range(0, 40, 3), text="c", day=4, deleted=(9, 27)), "acme"),
+        ("a.json", dump(range(8), text="globex", bad=(2,)), "globex"),
+        ("b.json", dump(range(28, 31), text="b3", day=5), "acme"),  # b's tombstone and rejects go
+    ]
+    incremental = tmp_path / "inc.duckdb"
+    for rel, body, tenant in steps:
+        ingest(store, landing, rel, body, tenant)
+        assert assert_matches_window(store, incremental) > 0
+    got = catalog_rows(incremental)
+    assert len(got["rejects"]) == 2 and len(got["episode_log"]) > len(got["episodes"])
+    build_catalog(store, tmp_path / "full.duckdb", rebuild=True)
+    assert catalog_rows(tmp_path / "full.duckdb") == got
+
+
 def test_refresh_reads_only_the_new_dump(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,16 +182,18 @@ def test_refresh_reads_only_the_new_dump(
     first = current.refresh(store)
     assert first.full and len(first.read) == 4
     ingest(store, landing, "new.json", dump(range(350, 360), text="update", day=5))
-    (manifest,) = [m for m in store.live_manifests() if m["dump_key"] == "new.json"]
+    files = {m["dump_key"]: m["files"]["episodes"] for m in store.live_manifests()}
     done = current.refresh(store)
     assert not done.full
-    assert done.read == [store.location.uri(f["path"]) for f in manifest["files"]["episodes"]]
-    # written: one current segment (the 10 episodes), one history segment (their 20 versions),
+    # the new dump's files, and those of d3 (the earlier versions of the 10 episodes it updates):
+    # the large segments are searched on narrow columns only, never read whole
+    assert done.read == [store.location.uri(f["path"]) for f in files["new.json"] + files["d3.json"]]
+    # written: one current segment (the 10 episodes), one log segment (their 10 new versions),
     # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
     kinds = sorted(f.split("-")[0] for f in done.written)
-    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "history/seg", "imports"], done.written
+    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "imports", "log/seg"], done.written
     segs = {s.file: s.rows for s in done.state.segments()}
-    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "history/"))] == [10, 20]
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/"))] == [10, 10]
     assert current.refresh(store).written == []  # nothing new: nothing read or written
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
 
@@ -181,7 +265,7 @@ def polars_current(store_root: Path) -> pl.DataFrame:
                 pl.scan_parquet(root / seg["deletes"]), left_on="_row", right_on="row", how="anti"
             )
         parts.append(frame.drop("_row"))
-    return pl.concat(parts).drop("_ingest_id", "_identity_hash", "_versions").collect()
+    return pl.concat(parts).select(pl.exclude("^_.*$")).collect()
 
 
 def test_polars_reads_the_current_episodes_from_the_store(tmp_path: Path) -> None:
@@ -246,3 +330,60 @@ def test_a_killed_refresh_leaves_no_state_file_behind(tmp_path: Path) -> None:
     current.refresh(store)
     assert not dead.exists()
     assert later.exists()
+
+
+def test_own_span_is_the_as_of_predicate() -> None:
+    """For an episode with one version, ``_from <= ts AND coalesce(_to > ts, true)`` (its current
+    row's span, ``segments.OWN_SPAN``) is the as-of predicate on its own times, at every instant and
+    for every combination of missing times and statuses."""
+    con = duckdb.connect()
+    times = "[NULL, '2025-01-01', '2025-01-02', '2025-01-03']::TIMESTAMPTZ[]"
+    cols = ("valid_from", "valid_to", "recorded_at", "created_at", "observed_at", "superseded_at")
+    con.execute(
+        "CREATE TABLE ranked AS SELECT row_number() OVER () AS id, 1 AS _nv, * FROM "
+        + ", ".join(f"unnest({times}) AS t{i}({c})" for i, c in enumerate(cols))
+        + ", unnest(['active', 'superseded', 'deleted', NULL]) AS s(status)"
+    )
+    con.execute(f"CREATE TABLE spans AS SELECT id, {segments.OWN_SPAN} FROM ranked")
+    for ts in (
+        "-infinity",
+        "2024-12-31",
+        "2025-01-01",
+        "2025-01-01 12:00",
+        "2025-01-02",
+        "2025-01-04",
+        "infinity",
+    ):
+        want = con.sql(
+            "SELECT id FROM ranked WHERE coalesce(valid_from <= $ts::TIMESTAMPTZ, true) "
+            "AND coalesce(valid_to > $ts::TIMESTAMPTZ, true) "
+            "AND coalesce(recorded_at, created_at, observed_at) <= $ts::TIMESTAMPTZ "
+            "AND coalesce(superseded_at > $ts::TIMESTAMPTZ, status = 'active') ORDER BY id",
+            params={"ts": ts},
+        ).fetchall()
+        got = con.sql(
+            "SELECT id FROM spans WHERE _from <= $ts::TIMESTAMPTZ AND coalesce(_to > $ts::TIMESTAMPTZ, true) "
+            "ORDER BY id",
+            params={"ts": ts},
+        ).fetchall()
+        assert got == want and (want or ts in ("-infinity", "2024-12-31")), ts
+
+
+def test_log_and_rejects_read_a_few_segments_not_every_import(
+    store: EpisodeStore, landing: Location, tmp_path: Path
+) -> None:
+    """``episode_log`` and ``rejects`` read the materialized segments (merged in tiers), never the
+    live imports' files: 9 dumps, a handful of files."""
+    catalog = tmp_path / "c.duckdb"
+    for n in range(9):
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1, bad=(n * 5,)))
+        build_catalog(store, catalog)
+    with connect(catalog) as con:
+        for view in ("_log", "_rejects", "_current"):
+            views = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = ?", params=[view])
+            (sql,) = views.fetchall()[0]
+            assert "source_system=" not in sql and "/current/" in sql, view
+            assert sql.count(".parquet") <= 4, (view, sql.count(".parquet"))
+        (rejected,) = con.sql("SELECT count(*) FROM rejects").fetchall()[0]
+        assert rejected >= 9  # one bad record a dump at least (exactly what the imports say: below)
+    assert assert_matches_window(store, catalog) == 49  # m-0 only ever rejected

@@ -1,4 +1,4 @@
-"""The DuckDB catalog: views over the store's live data files, for analysts and for memport.
+"""The DuckDB catalog: views over the store's materialized current state, for analysts and memport.
 
 The catalog is rebuilt, never edited: a new database file is written beside the old one and
 renamed over it in one step. An analyst holding the old file open read-only keeps a consistent
@@ -8,8 +8,8 @@ holding it read-write is never swapped under, and what it wrote is never replace
 ``pipelines.store.catalog_file``.
 
 Views: ``episodes`` (current version of each episode: per tenant, system and source id, read
-from the materialized current state, ``pipelines.store.current``),
-``episode_log`` (every version), ``rejects``, ``imports`` (every import, ``live`` marks the
+from the materialized current state, ``pipelines.store.current``), ``episode_log`` (every live
+version) and ``rejects``, materialized too, ``imports`` (every import, ``live`` marks the
 committed one per partition and tenant), ``exports`` (every export from its manifest, newest
 first), ``snapshots`` (the backups, see ``pipelines.backups.snapshot``), and the table macro
 ``episodes_as_of(ts)`` for bi-temporal questions.
@@ -27,7 +27,7 @@ import duckdb
 import polars as pl
 import polars.selectors as cs
 
-from connectors.kit.sql import duckdb_connect, quote_identifier, quote_list
+from connectors.kit.sql import duckdb_connect, quote_identifier
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.backups.snapshot import SNAPSHOTS_SCHEMA, snapshots_frame
 from pipelines.exports.lifecycle import manifests
@@ -47,20 +47,6 @@ class CatalogSummary:
     #: Why the new catalog is not (only) at ``path``: deferred for a read-write session, or the
     #: old file someone wrote into was kept aside. None when simply installed.
     note: str | None = None
-
-
-def _files_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pl.Schema) -> None:
-    view, empty = quote_identifier(name), quote_identifier(f"_empty_{name}")
-    if files:
-        # hive_partitioning off: the columns are the rows' own, never the folder names'
-        # (source_system=<s>/dump=<key>/ would otherwise override source_system and add `dump`)
-        source = f"read_parquet({quote_list(files)}, hive_partitioning = false)"
-        con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
-        return
-    con.register("empty", typed_empty(schema))
-    con.execute(f"CREATE TABLE {empty} AS SELECT * FROM empty")
-    con.unregister("empty")
-    con.execute(f"CREATE VIEW {view} AS SELECT * FROM {empty}")
 
 
 _EXPORT_COLUMNS: dict[str, pl.DataType] = {
@@ -124,16 +110,12 @@ def build_catalog(
     target.parent.mkdir(parents=True, exist_ok=True)
     done = current.refresh(store, rebuild=rebuild)
     live = done.imports.filter("live")
-    path_of = store.location.path
-    episode_files = [store.location.uri(path_of(f)) for f in live["_episode_paths"].explode().drop_nulls()]
-    reject_files = [store.location.uri(path_of(f)) for f in live["_reject_paths"].explode().drop_nulls()]
+    episode_files = int(live["_episode_paths"].list.len().sum())
     catalog_file.sweep_temps(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
         with catalog_file.create(tmp) as con:
             store.location.register_with(con)
-            _files_view(con, "episode_log", episode_files, EPISODE_SCHEMA)
-            _files_view(con, "rejects", reject_files, REJECT_SCHEMA)
             _current_views(con, store, done.state)
             con.register("import_rows", done.imports.drop(cs.starts_with("_")))
             con.execute("CREATE TABLE imports AS SELECT * FROM import_rows")
@@ -147,49 +129,60 @@ def build_catalog(
                 "CREATE TABLE catalog_info AS SELECT ? AS store_url, ?::TIMESTAMPTZ AS built_at",
                 [store.location.url(), datetime.now(UTC)],
             )
-            (episodes,) = con.sql("SELECT count(*) FROM episodes").fetchall()[0]
         note = catalog_file.install(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     path = catalog_file.readable(target)
+    episodes = sum(s.live for s in done.state.episodes)  # exact: a row is deleted once
     (versions, rejects), *_ = live.select(
         pl.col("accepted").sum(), pl.sum_horizontal("rejected", "duplicate").sum()
     ).rows()
-    return CatalogSummary(path, live.height, len(episode_files), episodes, versions, rejects, note=note)
-
-
-#: The as-of predicate on a version's own times (bi-temporal: valid then, and known then).
-AS_OF = """coalesce(valid_from <= ts::TIMESTAMPTZ, true)
-  AND coalesce(valid_to > ts::TIMESTAMPTZ, true)
-  AND coalesce(recorded_at, created_at, observed_at) <= ts::TIMESTAMPTZ
-  AND coalesce(superseded_at > ts::TIMESTAMPTZ, status = 'active')"""
+    return CatalogSummary(path, live.height, episode_files, episodes, versions, rejects, note=note)
 
 
 def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: segments.State) -> None:
-    """``episodes`` and ``episodes_as_of`` over the materialized current state and history."""
+    """``episodes``, ``episode_log``, ``rejects`` and ``episodes_as_of`` over the materialized state.
+
+    Every delete position of the state is one small native table (``_deleted``), so a view is one
+    scan of its table's segments and one anti-join: no file opened for deletes, whatever their count.
+    """
     hidden = ", ".join(current.HIDDEN)
+    dels = [sql for t in segments.TABLES if (sql := segments.deletes_sql(store, getattr(state, t)))]
+    none = "SELECT ''::VARCHAR AS filename, 0::BIGINT AS file_row_number LIMIT 0"
+    con.execute(f"CREATE TABLE _deleted AS {' UNION ALL '.join(dels) if dels else none}")
+    bookkeeping = "''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash"
+    span = "NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"
     extras = {
-        "_current": ", 1::INTEGER AS _versions",
-        "_asof": ", NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to",
+        "_current": (
+            EPISODE_SCHEMA,
+            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}",
+        ),
+        "_log": (EPISODE_SCHEMA, bookkeeping),
+        "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
+        "_rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),
     }
-    for view, segs in (("_current", state.episodes), ("_asof", state.asof)):
-        sql = segments.relation_sql(store, segs)
+    sources = {"_current": state.episodes, "_log": state.log, "_asof": state.asof, "_rejects": state.rejects}
+    for view, segs in sources.items():
+        sql = segments.relation_sql(store, segs, "_deleted")
         if sql is None:
-            con.register("empty", typed_empty(EPISODE_SCHEMA))
-            con.execute(
-                f"CREATE TABLE {view}_empty AS SELECT *, ''::VARCHAR AS _ingest_id, "
-                f"0::UBIGINT AS _identity_hash{extras[view]} FROM empty"
-            )
+            schema, extra = extras[view]
+            con.register("empty", typed_empty(schema))
+            con.execute(f"CREATE TABLE {view}_empty AS SELECT *, {extra} FROM empty")
             con.unregister("empty")
             sql = f"SELECT * FROM {view}_empty"
         con.execute(f"CREATE VIEW {view} AS {sql}")
     con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
-    # an episode with one live version is its current row, filtered; for the others, the refresh
-    # worked out which version holds over which span of time: a filter, no window over versions
+    columns = ", ".join(quote_identifier(c) for c in EPISODE_SCHEMA)
+    con.execute(f"CREATE VIEW episode_log AS SELECT {columns} FROM _log")
+    reject_columns = ", ".join(quote_identifier(c) for c in REJECT_SCHEMA)
+    con.execute(f"CREATE VIEW rejects AS SELECT {reject_columns} FROM _rejects")
+    # the refresh worked out over which span of time each version is the one as of then: an
+    # episode's one version (its current row's _from/_to), the others' (asof): a filter, no window
     con.execute(
         f"""
         CREATE MACRO episodes_as_of(ts) AS TABLE
-        SELECT * EXCLUDE ({hidden}) FROM _current WHERE _versions = 1 AND {AS_OF}
+        SELECT * EXCLUDE ({hidden}) FROM _current
+        WHERE _from <= ts::TIMESTAMPTZ AND coalesce(_to > ts::TIMESTAMPTZ, true)
         UNION ALL BY NAME
         SELECT * EXCLUDE (_ingest_id, _identity_hash, _from, _to) FROM _asof
         WHERE _from <= ts::TIMESTAMPTZ AND coalesce(_to > ts::TIMESTAMPTZ, true)

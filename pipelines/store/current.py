@@ -5,22 +5,27 @@ Layout under ``<store>/current/`` (merge-on-read, as Iceberg's and DuckLake's de
     _state/<generation>.json           ← the commit: which segments, delete files, imports table
     episodes/seg-<tag>.parquet         the current version of each episode (+ bookkeeping columns)
     episodes/del-<tag>.parquet         row numbers of a segment that are no longer current
-    history/seg-<tag>.parquet          every live version of the episodes that have more than one
-    asof/seg-<tag>.parquet             for those episodes, which version is current over which span
+    log/seg-<tag>.parquet              every live version (``episode_log``), as the imports wrote them
+    asof/seg-<tag>.parquet             for episodes with several versions, which one is current when
+    rejects/seg-<tag>.parquet          the rejects of the live imports
     imports-<tag>.parquet              every import manifest, live or not (``imports_index``)
 
-Segments are sorted by (tenant_id, scope, observed_at) and never modified. A refresh reads only
-the import manifests committed since the last one, the data files of the imports that became live
-and the rows of the episodes they touch (new versions, and versions of replaced imports), writes
-those episodes' new state as one small segment and marks their old rows in delete files. Small
-segments are merged in tiers (``FANOUT`` of a size into one of the next), and a segment with
-many deleted rows is rewritten, so a query reads a few large sorted files whatever the number of
-dumps. The state file is written last and atomically: a crash leaves the old state or the new.
+Segments are sorted (by tenant_id, scope, observed_at; rejects by tenant_id, reason) and never
+modified. A refresh reads only the import manifests committed since the last one, the data files
+of the imports that became live, the positions of the episodes they touch (new versions, and
+versions of replaced imports) and those episodes' versions from the data files of the imports
+holding them; it writes those episodes' new state as one small segment and marks their old rows in
+delete files. The log and the rejects are appended to (deleted from only when an import is
+replaced). Small segments are merged in tiers (``FANOUT`` of a size into one of the next), and a
+segment with many deleted rows is rewritten, so a query reads a few large sorted files whatever the
+number of dumps. The state file is written last and atomically: a crash leaves the old state or
+the new.
 
 Bookkeeping columns (``_identity_hash``: DuckDB's hash of the identity, which is why the state
 records the DuckDB version and is rebuilt under another; ``_ingest_id``: the import the row came
-from; ``_versions``: how many live versions the episode has; in history, ``_rank``: the version's
-place in the order that picks the current one, 1 first) are left out of the catalog's views.
+from; in current rows, ``_versions``: how many live versions the episode has, ``_holders``: the
+imports holding them, comma-separated (NULL for one), and ``_from``/``_to``: for an episode with
+one version, when ``episodes_as_of`` gives it, ``segments.OWN_SPAN``) are left out of the views.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from pipelines.store.episodes import (
 )
 from pipelines.store.segments import DIR, LAYOUT, TABLES, Merge, Segment, State
 
-HIDDEN = ("_ingest_id", "_identity_hash", "_versions")  # history has _rank instead of _versions
+HIDDEN = ("_ingest_id", "_identity_hash", "_versions", "_holders", "_from", "_to")
 MEMORY_LIMIT = "3GB"
 
 
@@ -76,8 +81,9 @@ def _load_state(store: EpisodeStore) -> State | None:
         gen=raw["gen"],
         imports=raw["imports"],
         episodes=[Segment(**s) for s in raw["episodes"]],
-        history=[Segment(**s) for s in raw["history"]],
+        log=[Segment(**s) for s in raw["log"]],
         asof=[Segment(**s) for s in raw["asof"]],
+        rejects=[Segment(**s) for s in raw["rejects"]],
     )
     files = [state.imports] + [f for s in state.segments() for f in (s.file, s.deletes) if f]
     return state if all(loc.fs.exists(loc.path(DIR, f)) for f in files) else None
@@ -139,7 +145,7 @@ def refresh(store: EpisodeStore, *, rebuild: bool = False) -> Refresh:
         try:
             loc.register_with(con)
             merge = Merge(store, con, state)
-            read = merge.apply(added, list(removed["ingest_id"]))
+            read = merge.apply(added, list(removed["ingest_id"]), imports)
             merge.compact()
             state, written = merge.state, merge.written
         finally:

@@ -1,11 +1,20 @@
 """Segments of the current state: immutable sorted Parquet files with delete files, and the merge
 one refresh runs over them (``pipelines.store.current`` decides what changed and commits).
 
-A table of the state (``episodes``, ``history``, ``asof``) is a list of segments; a segment's
-deleted rows are the row numbers in its delete file. :class:`Merge` replaces the state of the
-episodes a refresh touches (their old rows marked deleted, their new state one new segment per
-table) and compacts: a full size tier (``FANOUT`` segments, two in the smallest) or a segment with
-``DIRTY`` of its rows deleted is merged into one sorted segment.
+A table of the state (``episodes``, ``log``, ``asof``, ``rejects``) is a list of segments; a
+segment's deleted rows are the row numbers in its delete file. :class:`Merge` replaces the state of
+the episodes a refresh touches (their old rows marked deleted, their new state one new segment per
+table), appends the versions and rejects of the imports that became live to ``log`` and
+``rejects`` (and deletes those of the imports replaced: the only deletes there), and compacts: a
+full size tier (``FANOUT`` segments, two in the smallest) or a segment with ``DIRTY`` of its rows
+deleted is merged into one sorted segment.
+
+Finding what a refresh touches costs what changed, not the store: the segments are searched for
+the touched identities on narrow columns (``_identity_hash``, the row number, and where the hash
+matched ``_ingest_id`` and ``_holders``: the imports holding the episode's versions, as text: a
+list column would be decoded whole, 2x the lookup at 10M episodes), and the full rows of the
+touched episodes' versions are read from the data files of those imports (a few small files),
+never from the large segments, whose row groups would be decoded whole.
 """
 
 from __future__ import annotations
@@ -16,21 +25,25 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from connectors.kit.sql import quote_list, quote_literal
-from connectors.schema import EPISODE_SCHEMA
+from connectors.kit.sql import quote_identifier, quote_list, quote_literal
+from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, new_ingest_id, typed_empty
 
-LAYOUT = 1
+#: 2: rejects and the log (every live version) materialized; current rows carry ``_holders`` and
+#: their as-of span; versions of touched episodes read from their imports' files
+LAYOUT = 2
 DIR = "current"
-TABLES = ("episodes", "history", "asof")
+TABLES = ("episodes", "log", "asof", "rejects")
 SORT = "tenant_id, scope, observed_at"
+#: Rejects are read by reason (``WHERE reason = …``, ``GROUP BY reason``) and by dump.
+REJECT_SORT = "tenant_id, reason, source_system, dump_uri, dump_record"
+SORTS = {"episodes": SORT, "log": SORT, "asof": SORT, "rejects": REJECT_SORT}
 FANOUT = 8  # segments of one size tier merged into one of the next
 BASE_ROWS = 4096  # the smallest tier
 DIRTY = 0.25  # a segment with this share of rows deleted is rewritten
 #: Rows per Parquet row group: one user's rows cost one small read, and the footer a query parses
 #: stays small (measured at 1M episodes: 16k groups made footers the cost of a filtered count).
 ROW_GROUP = 32_768
-IN_LIST_MAX = 4096  # affected identities looked up by a literal IN list (pushed into the scan)
 
 
 @dataclass
@@ -50,13 +63,14 @@ class State:
     gen: int
     imports: str
     episodes: list[Segment] = field(default_factory=list)
-    history: list[Segment] = field(default_factory=list)
+    log: list[Segment] = field(default_factory=list)
     asof: list[Segment] = field(default_factory=list)
+    rejects: list[Segment] = field(default_factory=list)
     duckdb: str = duckdb.__version__
     layout: int = LAYOUT
 
     def segments(self) -> list[Segment]:
-        return self.episodes + self.history + self.asof
+        return self.episodes + self.log + self.asof + self.rejects
 
 
 def segments_sql(
@@ -80,14 +94,52 @@ def segments_sql(
     return " UNION ALL ".join(parts)
 
 
-def relation_sql(store: EpisodeStore, segments: list[Segment]) -> str | None:
-    """SQL for the live rows of a table's segments (those without deletes in one scan)."""
-    clean = [store.location.uri(store.location.path(DIR, s.file)) for s in segments if not s.deletes]
-    parts = [f"SELECT * FROM read_parquet({quote_list(clean)})"] if clean else []
-    if dirty := [s for s in segments if s.deletes]:
-        parts.append(segments_sql(store, dirty, pos=False))
+def segment_uri(store: EpisodeStore, rel: str) -> str:
+    """How a view names the file at ``rel`` under ``current/`` (as ``read_parquet``'s ``filename``)."""
+    return store.location.uri(store.location.path(DIR, rel))
+
+
+def relation_sql(store: EpisodeStore, segments: list[Segment], deleted: str | None) -> str | None:
+    """SQL for the live rows of a table's segments: one scan of all of them, minus the rows in the
+    table ``deleted`` (``filename``, ``file_row_number``) by one anti-join (None: no deletes).
+
+    One multi-file scan and one hash anti-join against every delete position, not a ``NOT IN`` per
+    segment: measured at 1M episodes, a filtered count 2.4 ms against 4.1 ms (1.1 ms on a table).
+    """
+    if not segments:
+        return None
+    scan = f"read_parquet({quote_list(segment_uri(store, s.file) for s in segments)}"
+    if deleted is None or not any(s.deletes for s in segments):
+        return f"SELECT * FROM {scan})"
+    return (
+        f"SELECT * EXCLUDE (filename, file_row_number) FROM {scan}, filename = true, "
+        f"file_row_number = true) ANTI JOIN {quote_identifier(deleted)} USING (filename, file_row_number)"
+    )
+
+
+def deletes_sql(store: EpisodeStore, segments: list[Segment]) -> str | None:
+    """The delete positions of ``segments`` as (``filename``, ``file_row_number``), or None."""
+    parts = [
+        f"SELECT {quote_literal(segment_uri(store, s.file))} AS filename, row AS file_row_number "
+        f"FROM read_parquet({quote_literal(segment_uri(store, s.deletes))})"
+        for s in segments
+        if s.deletes
+    ]
     return " UNION ALL ".join(parts) if parts else None
 
+
+#: For an episode with one version, the span of time over which ``episodes_as_of`` gives it, from
+#: the as-of predicate on its own times: known (``recorded_at``, else ``created_at``, else
+#: ``observed_at``) and valid from ``_from`` (NULL: never), until ``_to`` (exclusive; NULL: for ever)
+#: where it stops being valid, is superseded, or at once if it is neither active nor superseded.
+#: ``episodes_as_of(ts)`` is then ``_from <= ts AND coalesce(_to > ts, true)``: two columns, a
+#: filter the Parquet scan evaluates, not the predicate over five. (NULL for several versions:
+#: their spans are in ``asof``.) DuckDB's ``greatest``/``least`` skip NULLs.
+OWN_SPAN = """
+CASE WHEN _nv = 1 AND coalesce(recorded_at, created_at, observed_at) IS NOT NULL
+  THEN greatest(coalesce(recorded_at, created_at, observed_at), valid_from) END AS _from,
+CASE WHEN _nv = 1 THEN least(valid_to, CASE WHEN superseded_at IS NOT NULL THEN superseded_at
+  WHEN status = 'active' THEN NULL ELSE '-infinity'::TIMESTAMPTZ END) END AS _to"""
 
 #: For each episode with several versions, the spans of time over which each version is the one
 #: ``episodes_as_of`` gives: the as-of predicate changes only at a version's own times, so it is
@@ -117,7 +169,12 @@ class Merge:
         self.store, self.con = store, con
         self.written: list[str] = []
         self.state = State(
-            state.gen, state.imports, list(state.episodes), list(state.history), list(state.asof)
+            state.gen,
+            state.imports,
+            list(state.episodes),
+            list(state.log),
+            list(state.asof),
+            list(state.rejects),
         )
 
     def _uri(self, rel: str) -> str:
@@ -137,77 +194,98 @@ class Merge:
         self.written.append(rel)
         return Segment(rel, int(rows))
 
-    def apply(self, added: pl.DataFrame, removed: list[str]) -> list[str]:
-        """Replace the state of every episode the added and removed imports touch."""
-        con, loc = self.con, self.store.location
-        files = [
-            (loc.uri(loc.path(f)), ingest)
-            for ingest, paths in added.select("ingest_id", "_episode_paths").iter_rows()
-            for f in paths
-        ]
-        con.register("empty_episodes", typed_empty(EPISODE_SCHEMA))
-        fresh = (
-            "SELECT *, ''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash FROM empty_episodes LIMIT 0"
+    def _files_table(self, name: str, files: list[tuple[str, str]], schema: pl.Schema) -> str:
+        """SQL reading ``files`` ((uri, ingest id) pairs) with their ingest id as ``_ingest_id``."""
+        if not files:
+            self.con.register(f"{name}_empty", typed_empty(schema))
+            return f"SELECT *, ''::VARCHAR AS _ingest_id FROM {quote_identifier(name + '_empty')} LIMIT 0"
+        self.con.register(name, pl.DataFrame(files, schema=["filename", "_ingest_id"], orient="row"))
+        return (
+            f"SELECT e.* EXCLUDE (filename), a._ingest_id FROM read_parquet("
+            f"{quote_list([f for f, _ in files])}, filename = true, hive_partitioning = false) e "
+            f"JOIN {quote_identifier(name)} a USING (filename)"
         )
-        if files:
-            con.register("added_files", pl.DataFrame(files, schema=["filename", "_ingest_id"], orient="row"))
-            fresh = (
-                f"SELECT e.* EXCLUDE (filename), a._ingest_id, hash({IDENTITY}) AS _identity_hash "
-                f"FROM read_parquet({quote_list([f for f, _ in files])}, filename = true, "
-                "hive_partitioning = false) e JOIN added_files a USING (filename)"
-            )
-        old = self.state.episodes + self.state.history + self.state.asof
+
+    def apply(self, added: pl.DataFrame, removed: list[str], imports: pl.DataFrame) -> list[str]:
+        """Replace the state of every episode the added and removed imports touch (``imports``: the
+        imports table, where the data files of the imports holding their older versions are)."""
+        con, loc = self.con, self.store.location
+
+        def files_of(frame: pl.DataFrame, column: str = "_episode_paths") -> list[tuple[str, str]]:
+            return [
+                (loc.uri(loc.path(f)), ingest)
+                for ingest, paths in frame.select("ingest_id", column).iter_rows()
+                for f in paths
+            ]
+
+        files = files_of(added)
+        fresh = self._files_table("added_files", files, EPISODE_SCHEMA)
+        fresh = f"SELECT *, hash({IDENTITY}) AS _identity_hash FROM ({fresh})"
+        old = self.state.episodes
         # a full build reads the new files once, straight into the window (nothing to look up)
         con.execute(f"CREATE TEMP {'TABLE' if old else 'VIEW'} fresh AS {fresh}")
-        keys: list[int] = []
+        gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})" if removed else None
+        versions, older = "SELECT * FROM fresh LIMIT 0", []
+        touched = "_identity_hash IN (SELECT h FROM k)"
         if old:
             con.execute("CREATE TEMP TABLE k AS SELECT DISTINCT _identity_hash AS h FROM fresh")
-            if removed:
-                gone = f"_ingest_id IN ({', '.join(quote_literal(r) for r in removed)})"
-                hit = segments_sql(self.store, old, gone, pos=False, cols="_identity_hash")
-                con.execute(f"INSERT INTO k SELECT DISTINCT _identity_hash FROM ({hit})")
-            keys = [int(h) for (h,) in con.sql("SELECT DISTINCT h FROM k").fetchall()]
-        where = (
-            f"_identity_hash IN ({', '.join(map(str, keys))})"
-            if len(keys) <= IN_LIST_MAX
-            else ("_identity_hash IN (SELECT h FROM k)")
-        )
-        for hits, segs in (("hit_cur", self.state.episodes), ("hit_hist", self.state.history)):
-            if segs and keys:
-                con.execute(f"CREATE TEMP TABLE {hits} AS {segments_sql(self.store, segs, where, pos=True)}")
-            else:
-                src = "SELECT *, 1::INTEGER AS _" + ("versions" if hits == "hit_cur" else "rank")
-                src += " FROM fresh"
-                pos = "''::VARCHAR AS _seg, 0::BIGINT AS _row"
-                con.execute(f"CREATE TEMP TABLE {hits} AS SELECT *, {pos} FROM ({src}) LIMIT 0")
-        drop = f"_ingest_id NOT IN ({', '.join(quote_literal(r) for r in removed)})" if removed else "true"
+            if gone and self.state.log:  # the versions of replaced imports: where, and whose
+                hit = segments_sql(self.store, self.state.log, gone, pos=True, cols="_identity_hash")
+                con.execute(f"CREATE TEMP TABLE hit_log AS {hit}")
+                con.execute("INSERT INTO k SELECT DISTINCT _identity_hash FROM hit_log")
+            # where the touched episodes are (narrow columns), and which imports hold their versions
+            for hits, segs, c in (
+                ("hit_cur", self.state.episodes, "_identity_hash, _ingest_id, _holders"),
+                ("hit_asof", self.state.asof, "_identity_hash"),
+            ):
+                sql = segments_sql(self.store, segs, touched, pos=True, cols=c) if segs else None
+                empty = "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0"
+                con.execute(f"CREATE TEMP TABLE {hits} AS {sql or empty}")
+            # every live version of a touched episode, read whole from the (small) data files of the
+            # imports holding them: never the large segments, whose row groups would be decoded whole
+            found = con.sql(
+                "SELECT _ingest_id FROM hit_cur UNION SELECT unnest(string_split(_holders, ',')) FROM hit_cur"
+            ).fetchall()
+            holders = {i for (i,) in found} - set(removed) - set(added["ingest_id"])
+            older = files_of(imports.filter(pl.col("ingest_id").is_in(list(holders))))
+            versions = (
+                f"SELECT * FROM (SELECT *, hash({IDENTITY}) AS _identity_hash FROM "
+                f"({self._files_table('older_files', older, EPISODE_SCHEMA)})) WHERE {touched}"
+            )
         con.execute(
             f"""CREATE TEMP TABLE ranked AS
             SELECT *, row_number() OVER w AS _rn, count(*) OVER (PARTITION BY {IDENTITY}) AS _nv FROM (
-              SELECT * EXCLUDE (_versions, _seg, _row) FROM hit_cur WHERE _versions = 1 AND {drop}
-              UNION ALL BY NAME SELECT * EXCLUDE (_seg, _row, _rank) FROM hit_hist WHERE {drop}
-              UNION ALL BY NAME SELECT * FROM fresh)
+              ({versions}) UNION ALL BY NAME (SELECT * FROM fresh))
             WINDOW w AS (PARTITION BY {IDENTITY} ORDER BY {CURRENT_ORDER})"""
         )
         cur = self._write(
             "episodes",
-            "SELECT * EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions FROM ranked WHERE _rn = 1 "
-            f"ORDER BY {SORT}",
+            f"""SELECT r.* EXCLUDE (_rn, _nv), _nv::INTEGER AS _versions, h._holders, {OWN_SPAN}
+            FROM ranked r LEFT JOIN (SELECT {IDENTITY}, string_agg(DISTINCT _ingest_id, ',') AS _holders
+              FROM ranked WHERE _nv > 1 GROUP BY ALL) h USING ({IDENTITY})
+            WHERE _rn = 1 ORDER BY {SORT}""",
         )
-        hist = self._write(
-            "history",
-            f"SELECT * EXCLUDE (_rn, _nv), _rn::INTEGER AS _rank FROM ranked WHERE _nv > 1 ORDER BY {SORT}",
-        )
-        if self.state.asof and keys:
-            hit = segments_sql(self.store, self.state.asof, where, pos=True, cols="_identity_hash")
-            con.execute(f"CREATE TEMP TABLE hit_asof AS {hit}")
-        else:
-            con.execute("CREATE TEMP TABLE hit_asof AS SELECT ''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0")
         spans = self._write("asof", ASOF_SPANS.format(identity=IDENTITY, sort=SORT))
-        self.state.asof = self._mark_deleted(self.state.asof, "hit_asof") + ([spans] if spans else [])
-        self.state.episodes = self._mark_deleted(self.state.episodes, "hit_cur") + ([cur] if cur else [])
-        self.state.history = self._mark_deleted(self.state.history, "hit_hist") + ([hist] if hist else [])
-        return [f for f, _ in files]
+        if old:
+            self.state.asof = self._mark_deleted(self.state.asof, "hit_asof")
+            self.state.episodes = self._mark_deleted(self.state.episodes, "hit_cur")
+        self.state.asof += [spans] if spans else []
+        self.state.episodes += [cur] if cur else []
+        # the log and the rejects: the new imports' rows appended, the replaced imports' deleted
+        self._append("log", "SELECT * FROM fresh", "hit_log" if gone and old and self.state.log else None)
+        rejects = self._files_table("added_rejects", files_of(added, "_reject_paths"), REJECT_SCHEMA)
+        if gone and self.state.rejects:
+            hit = segments_sql(self.store, self.state.rejects, gone, pos=True, cols="_ingest_id")
+            con.execute(f"CREATE TEMP TABLE hit_rejects AS {hit}")
+        self._append("rejects", rejects, "hit_rejects" if gone and self.state.rejects else None)
+        return [f for f, _ in files] + [f for f, _ in older]
+
+    def _append(self, table: str, select: str, hits: str | None) -> None:
+        """A new segment of ``table`` with the rows of ``select``; the rows in ``hits`` deleted."""
+        seg = self._write(table, f"SELECT * FROM ({select}) ORDER BY {SORTS[table]}")
+        segs: list[Segment] = getattr(self.state, table)
+        segs = self._mark_deleted(segs, hits) if hits else segs
+        setattr(self.state, table, segs + ([seg] if seg else []))
 
     def _mark_deleted(self, segments: list[Segment], hits: str) -> list[Segment]:
         out = []
@@ -243,7 +321,6 @@ class Merge:
                     break
             if not chosen:
                 continue
-            merged = self._write(
-                table, f"SELECT * FROM ({segments_sql(self.store, chosen, pos=False)}) ORDER BY {SORT}"
-            )
+            rows = segments_sql(self.store, chosen, pos=False)
+            merged = self._write(table, f"SELECT * FROM ({rows}) ORDER BY {SORTS[table]}")
             setattr(self.state, table, [s for s in segs if s not in chosen] + ([merged] if merged else []))
