@@ -74,3 +74,34 @@ def test_ranges_cover_exactly_the_dumps_meant() -> None:
     assert key_ranges(ordered, ["gone"], 3) == [["gone"]]
     assert key_ranges(ordered, [], 3) == []
     assert key_ranges(["a", "b", "c"], ["a", "b", "c"], 1) == [["a"], ["b"], ["c"]]
+
+
+def test_run_builds_the_catalog_once(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest, the sample export specs and today's snapshot, then one catalog listing them all."""
+    import pipelines.orchestration.assets as assets
+    import pipelines.orchestration.exports as exports
+    from pipelines.store.catalog import connect
+
+    write_dumps(env / "landing", 2, 3)
+    monkeypatch.setenv(
+        "MEMPORT_EXPORT_SPECS", str(Path(__file__).parent.parent / "pipelines/exports/specs.yaml")
+    )
+    builds: list[str] = []
+
+    def counted(module: object) -> None:
+        real = module.build_catalog  # type: ignore[attr-defined]
+
+        def build(*args: object, **kwargs: object) -> object:
+            builds.append(module.__name__)  # type: ignore[attr-defined]
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "build_catalog", build)
+
+    counted(assets)
+    counted(exports)
+    assert main(["run", "--system", "mem0"]) == 0
+    assert builds == ["pipelines.orchestration.assets"], "one build, by the catalog's own job"
+    with connect(env / "episodes.duckdb") as con:
+        listed = con.sql("SELECT count(*) FROM exports WHERE status = 'READY'").fetchall()[0][0]
+        snapshots = con.sql("SELECT count(*) FROM snapshots").fetchall()[0][0]
+    assert listed > 0 and snapshots == 1, "the one catalog lists the exports and the snapshot"
