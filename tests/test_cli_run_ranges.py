@@ -105,3 +105,25 @@ def test_run_builds_the_catalog_once(env: Path, monkeypatch: pytest.MonkeyPatch)
         listed = con.sql("SELECT count(*) FROM exports WHERE status = 'READY'").fetchall()[0][0]
         snapshots = con.sql("SELECT count(*) FROM snapshots").fetchall()[0][0]
     assert listed > 0 and snapshots == 1, "the one catalog lists the exports and the snapshot"
+
+
+def test_partitions_added_out_of_order_and_a_gone_one(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Partitions added earlier in another order, one whose file is gone: each range covers only dumps
+    that are there, each once (Dagster resolves a range in the partitions' own order)."""
+    keys = write_dumps(env / "landing", 5, 2)
+    (env / "dagster").mkdir()
+    with dg.DagsterInstance.from_config(str(env / "dagster")) as instance:
+        instance.add_dynamic_partitions("mem0_dumps", [keys[3], keys[1], "gone.json", keys[4], keys[0]])
+    assert main(["run", "--system", "mem0"]) == 0
+    out = capsys.readouterr().out
+    for key in keys:
+        assert out.count(f"ingest mem0/{key} … 2 accepted") == 1, out
+    assert "gone.json" not in out
+    assert len(list((env / "store" / "imports").rglob("2*.json"))) == len(keys)
+    runs = _runs(env / "dagster", "ingest_mem0")
+    # [3, 1] | gone | [4, 0, 2]: 2 and 4 (new) are added after the known ones
+    spans = sorted(
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in runs
+    )
+    assert spans == sorted([(keys[3], keys[1]), (keys[4], keys[2])])

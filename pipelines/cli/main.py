@@ -4,9 +4,11 @@
 and ``memport export-status <id>`` tells where an export is.
 
 ``run`` does in one process what the landing sensor and the Dagster daemon do over time: every
-dump under the landing zone becomes a partition, each is materialized by the same ingest job,
-then the catalog is rebuilt. Runs land in the Dagster instance at ``$DAGSTER_HOME`` (default
-``data/dagster``), so ``dagster dev`` shows them afterwards.
+dump under the landing zone becomes a partition, the dumps are materialized by the same ingest job
+in runs of up to ``MAX_DUMPS_PER_RUN`` partitions (as a backfill's runs; ``pipelines.cli.ingest_runs``),
+the sample specs exported and today's snapshot taken, then the catalog is built, once. Runs land
+in the Dagster instance at ``$DAGSTER_HOME`` (default ``data/dagster``), so ``dagster dev`` shows
+them afterwards.
 """
 
 from __future__ import annotations
