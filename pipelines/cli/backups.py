@@ -18,8 +18,9 @@ from pipelines.settings import setting
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
-    """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog."""
+def snapshot_in_dagster(instance: Any, day: str | None = None, *, refresh_catalog: bool = True) -> int:
+    """Run the ``snapshot_store`` job for ``day`` (default today), then refresh the catalog (unless
+    the caller builds it afterwards itself, as ``memport run`` does)."""
     from pipelines.backups.snapshot import manifest_path, read_check, read_manifest
     from pipelines.orchestration.definitions import build_definitions
     from pipelines.store.locations import Location
@@ -34,7 +35,8 @@ def snapshot_in_dagster(instance: Any, day: str | None = None) -> int:
     if not result.success:
         print(f"snapshot {day} FAILED (see the run in the Dagster UI)")
         return 1
-    defs.resolve_job_def("refresh_catalog").execute_in_process(instance=instance, run_config=_QUIET)
+    if refresh_catalog:
+        defs.resolve_job_def("refresh_catalog").execute_in_process(instance=instance, run_config=_QUIET)
     m, check = read_manifest(backup, day), read_check(backup, day)
     verdict = "restore check passed" if check and check["passed"] else "restore check FAILED"
     print(

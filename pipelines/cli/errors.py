@@ -36,6 +36,14 @@ def describe_error(error: Any) -> str:
     return f"{cls_name}: " + " ".join(lines)
 
 
+def first_error(result: Any) -> str:
+    """The underlying error of a failed run (not Dagster's "error occurred while executing op")."""
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data:
+            return describe_error(event.step_failure_data.error)
+    return "unknown error (see the run in the Dagster UI)"
+
+
 def friendly(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """memport's own errors say what was wrong and what to do: print them (exit 2), no traceback."""
 

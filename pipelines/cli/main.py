@@ -4,9 +4,11 @@
 and ``memport export-status <id>`` tells where an export is.
 
 ``run`` does in one process what the landing sensor and the Dagster daemon do over time: every
-dump under the landing zone becomes a partition, each is materialized by the same ingest job,
-then the catalog is rebuilt. Runs land in the Dagster instance at ``$DAGSTER_HOME`` (default
-``data/dagster``), so ``dagster dev`` shows them afterwards.
+dump under the landing zone becomes a partition, the dumps are materialized by the same ingest job
+in runs of up to ``MAX_DUMPS_PER_RUN`` partitions (as a backfill's runs; ``pipelines.cli.ingest_runs``),
+the sample specs exported and today's snapshot taken, then the catalog is built, once. Runs land
+in the Dagster instance at ``$DAGSTER_HOME`` (default ``data/dagster``), so ``dagster dev`` shows
+them afterwards.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import dotenv
 import polars as pl
 
 from pipelines.cli.backups import add_commands, snapshot_in_dagster
-from pipelines.cli.errors import describe_error, friendly
+from pipelines.cli.errors import first_error, friendly
 from pipelines.cli.instance import ensure_instance_config, open_instance
 from pipelines.cli.sql import add_command as add_sql_command
 from pipelines.settings import setting
 
 #: Dagster's console logger at WARNING: the command prints its own one line per dump.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: ``export_specs`` without its own catalog refresh: ``memport run`` builds the catalog once, last.
+_NO_CATALOG = {"ops": {"episode_exports": {"config": {"refresh_catalog": False}}}}
 
 
 def _load_env() -> None:
@@ -43,7 +47,8 @@ def _load_env() -> None:
 def _run(args: argparse.Namespace) -> int:
     from connectors import registry
     from connectors.errors import ConfigError
-    from pipelines.orchestration.assets import ingest_asset_key
+    from pipelines.cli.ingest_runs import key_ranges, run_range
+    from pipelines.orchestration.assets import MAX_DUMPS_PER_RUN, ingest_asset_key
     from pipelines.orchestration.definitions import build_definitions
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name
@@ -73,39 +78,40 @@ def _run(args: argparse.Namespace) -> int:
             job = defs.resolve_job_def(ingest_job_name(system))
             node = ingest_asset_key(system).to_python_identifier()
             config = _QUIET | {"ops": {node: {"config": {"force": bool(args.force)}}}}
-            for key in dumps:
-                print(f"ingest {system}/{key} …", end=" ", flush=True)
-                result = job.execute_in_process(
-                    instance=instance, partition_key=key, raise_on_error=False, run_config=config
-                )
-                if not result.success:
-                    error = _first_error(result)
-                    failures.append(f"{landing.uri(landing.path(system, key))}: {error}")
-                    print(f"FAILED: {error}")
-                    continue
-                meta = result.asset_materializations_for_node(node)
-                values = {k: v.value for k, v in meta[-1].metadata.items()} if meta else {}
-                if values.get("skipped_unchanged"):
-                    skipped += 1
-                    print(f"unchanged since import {values.get('ingest_id')}, skipped")
-                    continue
-                print(
-                    f"{values.get('accepted', 0):,} accepted, {values.get('rejected', 0):,} "
-                    f"rejected, {values.get('duplicates', 0):,} duplicate"
-                )
+            ordered = instance.get_dynamic_partitions(dumps_partitions_name(system))
+            for keys in key_ranges(ordered, dumps, MAX_DUMPS_PER_RUN):
+                for outcome in run_range(job, instance, node, keys, config):
+                    print(f"ingest {system}/{outcome.key} …", end=" ")
+                    if outcome.error is not None or outcome.values is None:
+                        failures.append(f"{landing.uri(landing.path(system, outcome.key))}: {outcome.error}")
+                        print(f"FAILED: {outcome.error}")
+                        continue
+                    values = outcome.values
+                    if values.get("skipped_unchanged"):
+                        skipped += 1
+                        print(f"unchanged since import {values.get('ingest_id')}, skipped")
+                        continue
+                    print(
+                        f"{values.get('accepted', 0):,} accepted, {values.get('rejected', 0):,} "
+                        f"rejected, {values.get('duplicates', 0):,} duplicate"
+                    )
+                sys.stdout.flush()
+        # The catalog is built once, last, over the ingests, the exports and today's snapshot (the
+        # exports and the snapshot read the store, not the catalog). Built by the catalog's own job,
+        # so its automation sees the ingests handled and requests no extra refresh.
+        print("export the sample specs …", end=" ", flush=True)
+        exported = defs.resolve_job_def("export_specs").execute_in_process(
+            instance=instance, run_config=_QUIET | _NO_CATALOG, raise_on_error=False
+        )
+        print("done" if exported.success else "FAILED")
+        if not exported.success:
+            failures.append(f"export specs: {first_error(exported)}")
+        if snapshot_in_dagster(instance, refresh_catalog=False):  # the main job ends with a snapshot
+            failures.append("today's snapshot (see above)")
         catalog = defs.resolve_job_def("refresh_catalog").execute_in_process(
             instance=instance, run_config=_QUIET
         )
         assert catalog.success
-        print("export the sample specs …", end=" ", flush=True)
-        exported = defs.resolve_job_def("export_specs").execute_in_process(
-            instance=instance, run_config=_QUIET, raise_on_error=False
-        )
-        print("done" if exported.success else "FAILED")
-        if not exported.success:
-            failures.append(f"export specs: {_first_error(exported)}")
-        if snapshot_in_dagster(instance):  # the main job ends with today's snapshot
-            failures.append("today's snapshot (see above)")
     catalog_path = Path(setting("MEMPORT_CATALOG_PATH")).resolve()
     notes = []
     if pending_path(catalog_path).exists():  # deferred for a read-write session: not a failure
@@ -170,14 +176,6 @@ def _run(args: argparse.Namespace) -> int:
         print("\nThese failed:", *failures, sep="\n  ")
         return 1
     return 0
-
-
-def _first_error(result: object) -> str:
-    """The underlying error of a failed run (not Dagster's "error occurred while executing op")."""
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.is_failure and event.step_failure_data:
-            return describe_error(event.step_failure_data.error)
-    return "unknown error (see the run in the Dagster UI)"
 
 
 def _export_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,7 +277,7 @@ def _export(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
     if not result.success:
-        print(f"memport export: FAILED: {_first_error(result)}", file=sys.stderr)
+        print(f"memport export: FAILED: {first_error(result)}", file=sys.stderr)
         return 1
     export_id = result.output_for_node("run_export")
     exports = Location.from_url(setting("MEMPORT_EXPORTS_URL"))

@@ -316,7 +316,13 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
             if failed:
                 raise dg.Failure(
                     description=_failures_text(system, failed, len(done)),
-                    metadata={"failed_dumps": dg.MetadataValue.json(sorted(failed))},
+                    metadata={
+                        "failed_dumps": dg.MetadataValue.json(sorted(failed)),
+                        # each failed dump's own error, for `memport run`'s line per dump
+                        "errors": dg.MetadataValue.json(
+                            {k: f"{type(e).__name__}: {e}" for k, e in sorted(failed.items())}
+                        ),
+                    },
                 )
 
     return _ingest

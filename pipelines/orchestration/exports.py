@@ -157,6 +157,14 @@ def _logging_progress(context: Any, label: str, extra: ExportProgress) -> Any:
     return report
 
 
+class ExportSpecsConfig(dg.Config):
+    """Run config of ``episode_exports``."""
+
+    #: Rebuild the catalog afterwards, so its ``exports`` view lists them (``memport run`` builds it
+    #: once, after its snapshot, and turns this off).
+    refresh_catalog: bool = True
+
+
 @dg.asset(
     group_name=EXPORT_GROUP,
     deps=["episode_catalog"],
@@ -169,6 +177,7 @@ def _logging_progress(context: Any, label: str, extra: ExportProgress) -> Any:
 )
 def episode_exports(
     context: dg.AssetExecutionContext,
+    config: ExportSpecsConfig,
     episode_store: EpisodeStoreResource,
     export_target: ExportTarget,
     import_settings: ImportSettings,
@@ -184,7 +193,8 @@ def episode_exports(
         )
         context.log.info(f"export {request.name}: {m['status']} {m['rows']} rows → {m['destination']}")
         done.append(m)
-    build_catalog(store, episode_store.catalog_path, exports=exports, backup=backup.location())
+    if config.refresh_catalog:
+        build_catalog(store, episode_store.catalog_path, exports=exports, backup=backup.location())
     failed = [m for m in done if m["status"] != lifecycle.READY]
     if failed:
         raise dg.Failure(
