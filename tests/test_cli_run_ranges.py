@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.cli.ingest_runs import key_ranges
 from pipelines.cli.main import main
+from pipelines.orchestration.partitions import key_ranges
 from tests.bench.backfill_bench import write_dumps
 from tests.conftest import memport_settings
 

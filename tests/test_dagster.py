@@ -22,6 +22,7 @@ from pipelines.orchestration.resources import (
     ImportSettings,
     LandingZone,
 )
+from pipelines.orchestration.sensors import RANGE_END_TAG, RANGE_START_TAG
 from pipelines.store.locations import Location
 from tests.conftest import FIXTURES, put
 
@@ -157,10 +158,13 @@ def test_landing_sensor_adds_partitions_and_requests_runs(
     context = dg.build_sensor_context(instance=instance, resources={k: resources[k] for k in names})
     result = sensor(context)
     # a.json was a partition before its file came, never ingested: it is ingested now too
-    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
-        ("ingest_cortexdb", "c.jsonl"),
-        ("ingest_mem0", "a.json"),
-        ("ingest_mem0", "sub/b.json"),
+    # a.json (known) and sub/b.json (added now, after it) are consecutive partitions: one ranged run
+    assert sorted(
+        (r.job_name, r.partition_key, r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG))
+        for r in result.run_requests
+    ) == [
+        ("ingest_cortexdb", "c.jsonl", None, None),
+        ("ingest_mem0", None, "a.json", "sub/b.json"),
     ]
     added = {r.partitions_def_name: list(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert added == {"mem0_dumps": ["sub/b.json"], "cortexdb_dumps": ["c.jsonl"]}

@@ -14,9 +14,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from pipelines.orchestration import sensors
 from pipelines.orchestration.definitions import defs
 from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
-from pipelines.orchestration.sensors import FINGERPRINT_TAG, REASON_TAG
+from pipelines.orchestration.sensors import FINGERPRINT_TAG, RANGE_END_TAG, RANGE_START_TAG, REASON_TAG
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import dump_fingerprints, ingest_dump
 from pipelines.store.locations import Location
@@ -130,7 +131,54 @@ def test_without_a_cursor_dumps_the_store_holds_as_they_are_are_not_run_again(tm
     # another tenant's import is not this tenant's: its dumps are ingested for this one
     daemon.resources["import_settings"] = ImportSettings(tenant_id="other")
     daemon.cursor = None
-    assert sorted(p for _, p, _ in _runs(daemon.tick())) == ["edited.json", "same.json"]
+    assert _covered(daemon, daemon.tick()) == ["same.json", "edited.json"]
+
+
+def _covered(daemon: Daemon, result: dg.SensorResult) -> list[str]:
+    """The partitions the tick's runs cover, in order (a ranged run covers start..end)."""
+    keys: list[str] = []
+    for request in result.run_requests or []:
+        if request.partition_key:
+            keys.append(request.partition_key)
+            continue
+        order = daemon.instance.get_dynamic_partitions(f"{request.job_name.removeprefix('ingest_')}_dumps")
+        start, end = order.index(request.tags[RANGE_START_TAG]), order.index(request.tags[RANGE_END_TAG])
+        keys += order[start : end + 1]
+    return keys
+
+
+def test_dumps_arriving_together_are_ingested_in_ranged_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five new dumps at once, two a run: three runs covering exactly the five, which really run
+    (a run over a partition key range, as the daemon launches it) and materialize each dump."""
+    monkeypatch.setattr(sensors, "MAX_DUMPS_PER_RUN", 2)
+    backend = str(tmp_path / "base")
+    landing = Location.from_url(f"{backend}/landing")
+    put(landing, "mem0/old.json", mem0_dump(2))
+    daemon = Daemon(backend, tmp_path)
+    assert _runs(daemon.tick()) == [("ingest_mem0", "old.json", "new")]
+    names = [f"d{i}.json" for i in range(5)]
+    for i, name in enumerate(names):
+        put(landing, f"mem0/{name}", mem0_dump(3, text=f"dump {i}"))
+    result = daemon.tick()
+    requests = result.run_requests or []
+    assert len(requests) == 3 and _covered(daemon, result) == names  # old.json is not run again
+    assert [r.partition_key for r in requests] == [None, None, "d4.json"]
+    assert len({r.run_key for r in requests}) == 3
+    job = defs.resolve_job_def("ingest_mem0")
+    for request in requests:
+        run = job.execute_in_process(
+            instance=daemon.instance,
+            tags=request.tags,
+            partition_key=request.partition_key,
+            resources=daemon.resources,
+        )
+        assert run.success
+    done = daemon.instance.get_materialized_partitions(dg.AssetKey("mem0_episodes"))
+    assert set(names) <= done
+    store = EpisodeStore.from_url(f"{backend}/store")
+    assert {m["dump_key"] for live, m in store.manifests() if live} >= set(names)
 
 
 def test_fingerprints_change_with_same_size_content_on_every_filesystem(backend: str) -> None:

@@ -7,7 +7,7 @@ partition; the failed ones from the run's failure metadata).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,26 +21,6 @@ class DumpOutcome:
     key: str
     values: Mapping[str, Any] | None
     error: str | None
-
-
-def key_ranges(ordered: list[str], wanted: Collection[str], size: int) -> list[list[str]]:
-    """``wanted`` as runs of consecutive keys of ``ordered`` (the partitions in Dagster's order: a
-    dynamic partition set's is the order keys were added), each at most ``size`` long. A key of
-    ``ordered`` that is not wanted ends a range, so a range's start..end covers exactly the dumps
-    meant; wanted keys that are not partitions are left out."""
-    chosen = set(wanted)
-    ranges: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered:
-        if key in chosen and len(current) < size:
-            current.append(key)
-            continue
-        if current:
-            ranges.append(current)
-        current = [key] if key in chosen else []
-    if current:
-        ranges.append(current)
-    return ranges
 
 
 def run_range(

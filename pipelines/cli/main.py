@@ -47,11 +47,11 @@ def _load_env() -> None:
 def _run(args: argparse.Namespace) -> int:
     from connectors import registry
     from connectors.errors import ConfigError
-    from pipelines.cli.ingest_runs import key_ranges, run_range
+    from pipelines.cli.ingest_runs import run_range
     from pipelines.orchestration.assets import MAX_DUMPS_PER_RUN, ingest_asset_key
     from pipelines.orchestration.definitions import build_definitions
     from pipelines.orchestration.jobs import ingest_job_name
-    from pipelines.orchestration.partitions import dumps_partitions_name
+    from pipelines.orchestration.partitions import dumps_partitions_name, key_ranges
     from pipelines.store.catalog import connect
     from pipelines.store.catalog_file import pending_path
     from pipelines.store.ingest import discover_dumps

@@ -14,19 +14,26 @@ grows with the landing zone, not with time):
   a lost cursor): launched unless the store's live import read these very bytes, judged cheaply
   (:func:`~pipelines.store.ingest.imported_as_is`: same size, file older than that import);
 - a partition whose file is gone: named in a warning (once) and in every quiet tick's skip reason.
+
+The dumps one tick launches are grouped into runs of up to ``MAX_DUMPS_PER_RUN`` consecutive
+partitions (a partition key range, as a backfill's runs): a landing zone that receives 200 dumps at
+once costs four runs' start-up, not 200. Each dump is still committed, reported and checked on its
+own (see the ingest assets); a lone dump is a run of its own partition, as before.
 """
 
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition
 # time to inject the context and resources, and cannot resolve them from strings.
 
+import hashlib
 import json
 from typing import Any
 
 import dagster as dg
 
 from connectors import registry
+from pipelines.orchestration.assets import MAX_DUMPS_PER_RUN
 from pipelines.orchestration.jobs import INGEST_JOBS, ingest_job_name
-from pipelines.orchestration.partitions import dumps_partitions, dumps_partitions_name
+from pipelines.orchestration.partitions import dumps_partitions, dumps_partitions_name, key_ranges
 from pipelines.orchestration.resources import EpisodeStoreResource, ImportSettings, LandingZone
 from pipelines.store.episodes import EpisodeStore, dump_key
 from pipelines.store.ingest import DumpFingerprint, dump_fingerprints, imported_as_is
@@ -35,6 +42,9 @@ CURSOR_VERSION = 1
 #: Run tags: why the run was launched, and the dump as the sensor saw it.
 REASON_TAG = "memport/landing"
 FINGERPRINT_TAG = "memport/dump_fingerprint"
+#: Dagster's tags for a run over a range of partitions (what a backfill's runs carry).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
@@ -64,12 +74,27 @@ class _LiveImports:
         return self._by_partition.get((system, dump_key(relpath)))
 
 
-def _request(system: str, relpath: str, fingerprint: DumpFingerprint, reason: str) -> dg.RunRequest:
+def _request(system: str, wanted: dict[str, tuple[DumpFingerprint, str]], keys: list[str]) -> dg.RunRequest:
+    """One run over ``keys`` (consecutive partitions); its ``run_key`` names the dumps as they are
+    now, so a re-delivered dump is a new key (Dagster drops a request whose run_key was used)."""
+    if len(keys) == 1:
+        fingerprint, reason = wanted[keys[0]]
+        return dg.RunRequest(
+            run_key=f"{system}:{keys[0]}:{fingerprint.digest()}",
+            job_name=ingest_job_name(system),
+            partition_key=keys[0],
+            tags={REASON_TAG: reason, FINGERPRINT_TAG: fingerprint.text()},
+        )
+    digests = hashlib.blake2b("\n".join(f"{k}:{wanted[k][0].digest()}" for k in keys).encode(), digest_size=8)
     return dg.RunRequest(
-        run_key=f"{system}:{relpath}:{fingerprint.digest()}",
+        run_key=f"{system}:{keys[0]}..{keys[-1]}:{len(keys)}:{digests.hexdigest()}",
         job_name=ingest_job_name(system),
-        partition_key=relpath,
-        tags={REASON_TAG: reason, FINGERPRINT_TAG: fingerprint.text()},
+        tags={
+            RANGE_START_TAG: keys[0],
+            RANGE_END_TAG: keys[-1],
+            REASON_TAG: ", ".join(sorted({wanted[k][1] for k in keys})),
+            FINGERPRINT_TAG: f"{len(keys)} dumps",
+        },
     )
 
 
@@ -104,22 +129,28 @@ def landing_sensor(
     missing_now: dict[str, list[str]] = {}
     for system in registry.CONNECTORS:
         found = dump_fingerprints(location, system)
-        known = set(context.instance.get_dynamic_partitions(dumps_partitions_name(system)))
+        ordered = list(context.instance.get_dynamic_partitions(dumps_partitions_name(system)))
+        known = set(ordered)
         seen = cursor["seen"].get(system, {})
         new, changed, unseen = [], [], []
+        wanted: dict[str, tuple[DumpFingerprint, str]] = {}
         for relpath, fingerprint in sorted(found.items()):
             digest = fingerprint.digest()
             if relpath not in known:
                 new.append(relpath)
-                runs.append(_request(system, relpath, fingerprint, "new"))
+                wanted[relpath] = (fingerprint, "new")
             elif seen.get(relpath) == digest:
                 pass
             elif relpath in seen:
                 changed.append(relpath)
-                runs.append(_request(system, relpath, fingerprint, "changed"))
+                wanted[relpath] = (fingerprint, "changed")
             elif not imported_as_is(live.get(system, relpath), fingerprint):
                 unseen.append(relpath)
-                runs.append(_request(system, relpath, fingerprint, "not imported as it is"))
+                wanted[relpath] = (fingerprint, "not imported as it is")
+        # the new partitions are added in this order, after the known ones: ranges cover exactly
+        # the dumps wanted
+        order = [*ordered, *new]
+        runs += [_request(system, wanted, keys) for keys in key_ranges(order, wanted, MAX_DUMPS_PER_RUN)]
         seen_now[system] = {relpath: fp.digest() for relpath, fp in found.items()}
         if new:
             partition_requests.append(dumps_partitions(system).build_add_request(new))
