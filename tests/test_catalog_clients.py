@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli.main import main
+from pipelines.store.catalog import cli_command
 from tests.conftest import memport_settings
 
 REPO = Path(__file__).parent.parent
@@ -139,3 +140,20 @@ def test_readme_memport_sql_examples_run(catalog: Path, capsys: pytest.CaptureFi
             assert main(argv) == 0, command
             out, err = capsys.readouterr()
             assert out.strip() and not err, command
+
+
+def test_the_printed_command_opens_the_catalog_with_the_footer_cache(catalog: Path, tmp_path: Path) -> None:
+    """The command ``memport run`` prints, run as printed (shell words), in the real CLI."""
+    words = shlex.split(cli_command(catalog))
+    assert words[0] == "duckdb"
+    sql = "SELECT current_setting('parquet_metadata_cache') AS cache, count(*) AS n FROM episodes"
+    out = subprocess.run(
+        [str(duckdb_cli()), "-no-init", *words[1:], "-json", "-c", sql],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["cache"] is True and row["n"] > 0

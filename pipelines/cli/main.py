@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -52,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.orchestration.definitions import build_definitions
     from pipelines.orchestration.jobs import ingest_job_name
     from pipelines.orchestration.partitions import dumps_partitions_name, key_ranges
-    from pipelines.store.catalog import connect
+    from pipelines.store.catalog import cli_command, connect
     from pipelines.store.catalog_file import pending_path
     from pipelines.store.ingest import discover_dumps
     from pipelines.store.locations import Location
@@ -163,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     print("Query it:")
     print('  .venv/bin/memport sql "SELECT type, count(*) FROM episodes GROUP BY ALL"')
     print('  .venv/bin/memport sql "SELECT id, name, status, rows, destination FROM exports"')
-    print(f"  or any DuckDB client: duckdb -readonly {shlex.quote(str(catalog_path))}")
+    print(f"  or any DuckDB client: {cli_command(catalog_path)}")
     print("Export a slice: .venv/bin/memport export csv --scope org:acme --type decision")
     print("Browse the runs: make dev  (Dagster UI on http://127.0.0.1:3000)")
     failures += [

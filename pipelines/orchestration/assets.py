@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition
 # time to inject the context and resources, and cannot resolve them from strings.
 
-import shlex
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,7 +30,7 @@ from pipelines.orchestration.resources import (
     LandingZone,
 )
 from pipelines.store import current, expected_rejects
-from pipelines.store.catalog import build_catalog
+from pipelines.store.catalog import build_catalog, cli_command
 from pipelines.store.episodes import ImportResult, dump_relpath
 from pipelines.store.expected_rejects import Expected
 from pipelines.store.ingest_many import DumpOptions, ingest_dumps
@@ -396,7 +395,7 @@ def episode_catalog(
             "rejects": dg.MetadataValue.int(summary.rejects),
             "files_vacuumed": dg.MetadataValue.int(len(removed)),
             "query": dg.MetadataValue.md(
-                f"```\nduckdb -readonly {shlex.quote(str(summary.path))}\n"
+                f"```\n{cli_command(summary.path)}\n"
                 "SELECT source_system, type, count(*) FROM episodes GROUP BY ALL;\n```"
             ),
         }
