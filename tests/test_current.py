@@ -189,11 +189,14 @@ def test_refresh_reads_only_the_new_dump(
     # the large segments are searched on narrow columns only, never read whole
     assert done.read == [store.location.uri(f["path"]) for f in files["new.json"] + files["d3.json"]]
     # written: one current segment (the 10 episodes), one log segment (their 10 new versions),
-    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
+    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports
+    # table, and the identity index of each new segment
     kinds = sorted(f.split("-")[0] for f in done.written)
-    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "imports", "log/seg"], done.written
+    assert kinds == [
+        "asof/idx", "asof/seg", "episodes/del", "episodes/idx", "episodes/seg", "imports", "log/idx", "log/seg"
+    ], done.written
     segs = {s.file: s.rows for s in done.state.segments()}
-    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/"))] == [10, 10]
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/seg"))] == [10, 10]
     assert current.refresh(store).written == []  # nothing new: nothing read or written
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
 
@@ -293,8 +296,12 @@ def test_vacuum_removes_only_what_the_state_no_longer_names(
     removed = current.vacuum(store, grace=timedelta(0))
     loaded = current.load_state(store)
     assert removed and loaded is not None
-    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in (s.file, s.deletes) if f}
+    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in s.files()}
     assert not {r.split("/current/", 1)[1] for r in removed} & named
+    assert any("/idx-" in r for r in removed)  # the indexes of merged segments go with them
+    base = store.location.path(current.DIR)
+    on_disk = {p[len(base) + 1 :] for p in store.fs.find(base) if "/_state/" not in p}
+    assert on_disk == named  # and nothing the state names is gone
     assert assert_matches_window(store, catalog) == 25
 
 
