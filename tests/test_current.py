@@ -173,6 +173,26 @@ def test_incremental_refreshes_equal_a_full_rebuild(
     assert catalog_rows(tmp_path / "full.duckdb") == got
 
 
+def test_refreshes_find_episodes_in_segments_with_deletes_through_their_indexes(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No compaction: each refresh looks the touched episodes up in segments that already have
+    delete files (their index still names the deleted rows) and in the log's indexes."""
+    monkeypatch.setattr(segments.Merge, "compact", lambda self: None)
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "d0.json", dump(range(50)))
+    assert assert_matches_window(store, catalog) == 50
+    for n in range(1, 5):  # every dump updates episodes the earlier ones updated too
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, 30 + n * 5), text=f"v{n}", day=n + 1))
+        assert assert_matches_window(store, catalog) == 50
+        state = current.load_state(store)
+        assert state is not None
+        indexed = [s for t in segments.INDEXED for s in getattr(state[0], t)]
+        assert all(s.index for s in indexed) and any(s.deletes for s in state[0].episodes)
+    build_catalog(store, tmp_path / "full.duckdb", rebuild=True)
+    assert catalog_rows(tmp_path / "full.duckdb") == catalog_rows(catalog)
+
+
 def test_refresh_reads_only_the_new_dump(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ never from the large segments, whose row groups would be decoded whole.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import polars as pl
@@ -336,7 +336,7 @@ class Merge:
             table = s.file.split("/", 1)[0]
             dels = self._write(table, rows, kind="del")
             assert dels is not None
-            out.append(Segment(s.file, s.rows, dels.file, dels.rows))
+            out.append(replace(s, deletes=dels.file, deleted=dels.rows))
         return out
 
     def compact(self) -> None:
