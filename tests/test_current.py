@@ -213,7 +213,14 @@ def test_refresh_reads_only_the_new_dump(
     # table, and the identity index of each new segment
     kinds = sorted(f.split("-")[0] for f in done.written)
     assert kinds == [
-        "asof/idx", "asof/seg", "episodes/del", "episodes/idx", "episodes/seg", "imports", "log/idx", "log/seg"
+        "asof/idx",
+        "asof/seg",
+        "episodes/del",
+        "episodes/idx",
+        "episodes/seg",
+        "imports",
+        "log/idx",
+        "log/seg",
     ], done.written
     segs = {s.file: s.rows for s in done.state.segments()}
     assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/seg"))] == [10, 10]

@@ -240,5 +240,9 @@ def vacuum(store: EpisodeStore, *, grace: timedelta, dry_run: bool = False) -> l
 
 def _data_files(store: EpisodeStore) -> Iterable[str]:
     loc = store.location
-    for pattern in ("imports-*.parquet", *(f"{t}/*.parquet" for t in TABLES), *(f"{t}/idx-*.bin" for t in TABLES)):
+    for pattern in (
+        "imports-*.parquet",
+        *(f"{t}/*.parquet" for t in TABLES),
+        *(f"{t}/idx-*.bin" for t in TABLES),
+    ):
         yield from loc.fs.glob(loc.path(DIR, pattern))

@@ -62,7 +62,11 @@ def build(con: duckdb.DuckDBPyConnection, segment_uri: str) -> bytes:
     hashes, rows, n = _raw(frame["h"], 8), _raw(frame["r"], 8), frame.height
     blocks = (n + BLOCK - 1) // BLOCK
     table = json.dumps(ingests).encode()
-    parts = [_HEADER.pack(MAGIC, n, BLOCK, blocks, len(table)), _raw(frame["h"].gather_every(BLOCK), 8), table]
+    parts = [
+        _HEADER.pack(MAGIC, n, BLOCK, blocks, len(table)),
+        _raw(frame["h"].gather_every(BLOCK), 8),
+        table,
+    ]
     code_bytes = _raw(codes, 4)
     for b in range(blocks):
         lo, hi = b * BLOCK, min(n, (b + 1) * BLOCK)
@@ -85,7 +89,11 @@ def lookup(fs: AbstractFileSystem, path: str, keys: Iterable[int]) -> list[tuple
         ingests: list[str] = json.loads(f.read(table_len))
         start = _HEADER.size + blocks * 8 + table_len
         need = sorted(
-            {b for k in wanted for b in range(max(bisect.bisect_left(fence, k) - 1, 0), bisect.bisect_right(fence, k))}
+            {
+                b
+                for k in wanted
+                for b in range(max(bisect.bisect_left(fence, k) - 1, 0), bisect.bisect_right(fence, k))
+            }
         )
         found = []
         for b in need:

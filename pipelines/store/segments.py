@@ -220,7 +220,12 @@ class Merge:
             hit |= {s.file} if hits else set()
         frame = pl.DataFrame(
             rows,
-            schema={"_identity_hash": pl.UInt64, "_ingest_id": pl.String, "_seg": pl.String, "_row": pl.Int64},
+            schema={
+                "_identity_hash": pl.UInt64,
+                "_ingest_id": pl.String,
+                "_seg": pl.String,
+                "_row": pl.Int64,
+            },
             orient="row",
         )
         self.con.register(f"{name}_rows", frame)
