@@ -9,12 +9,12 @@ table), appends the versions and rejects of the imports that became live to ``lo
 full size tier (``FANOUT`` segments, two in the smallest) or a segment with ``DIRTY`` of its rows
 deleted is merged into one sorted segment.
 
-Finding what a refresh touches costs what changed, not the store: the segments are searched for
-the touched identities on narrow columns (``_identity_hash``, the row number, and where the hash
-matched ``_ingest_id`` and ``_holders``: the imports holding the episode's versions, as text: a
-list column would be decoded whole, 2x the lookup at 10M episodes), and the full rows of the
-touched episodes' versions are read from the data files of those imports (a few small files),
-never from the large segments, whose row groups would be decoded whole.
+Finding what a refresh touches costs what changed, not the store: each segment of an ``INDEXED``
+table has an identity index (``identity_index``, written with it), in which the touched identities
+are looked up (a few blocks read per key: where they are in ``episodes`` and ``asof``, and in
+``log`` which imports hold their versions), and the full rows of the touched episodes' versions are
+read from the data files of those imports (a few small files), never from the large segments,
+whose row groups would be decoded whole.
 """
 
 from __future__ import annotations
