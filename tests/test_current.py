@@ -173,6 +173,26 @@ def test_incremental_refreshes_equal_a_full_rebuild(
     assert catalog_rows(tmp_path / "full.duckdb") == got
 
 
+def test_refreshes_find_episodes_in_segments_with_deletes_through_their_indexes(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No compaction: each refresh looks the touched episodes up in segments that already have
+    delete files (their index still names the deleted rows) and in the log's indexes."""
+    monkeypatch.setattr(segments.Merge, "compact", lambda self: None)
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "d0.json", dump(range(50)))
+    assert assert_matches_window(store, catalog) == 50
+    for n in range(1, 5):  # every dump updates episodes the earlier ones updated too
+        ingest(store, landing, f"d{n}.json", dump(range(n * 5, 30 + n * 5), text=f"v{n}", day=n + 1))
+        assert assert_matches_window(store, catalog) == 50
+        state = current.load_state(store)
+        assert state is not None
+        indexed = [s for t in segments.INDEXED for s in getattr(state[0], t)]
+        assert all(s.index for s in indexed) and any(s.deletes for s in state[0].episodes)
+    build_catalog(store, tmp_path / "full.duckdb", rebuild=True)
+    assert catalog_rows(tmp_path / "full.duckdb") == catalog_rows(catalog)
+
+
 def test_refresh_reads_only_the_new_dump(
     store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,11 +209,21 @@ def test_refresh_reads_only_the_new_dump(
     # the large segments are searched on narrow columns only, never read whole
     assert done.read == [store.location.uri(f["path"]) for f in files["new.json"] + files["d3.json"]]
     # written: one current segment (the 10 episodes), one log segment (their 10 new versions),
-    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports table
+    # their as-of spans, one delete file (d3's 10 rows that are no longer current), the imports
+    # table, and the identity index of each new segment
     kinds = sorted(f.split("-")[0] for f in done.written)
-    assert kinds == ["asof/seg", "episodes/del", "episodes/seg", "imports", "log/seg"], done.written
+    assert kinds == [
+        "asof/idx",
+        "asof/seg",
+        "episodes/del",
+        "episodes/idx",
+        "episodes/seg",
+        "imports",
+        "log/idx",
+        "log/seg",
+    ], done.written
     segs = {s.file: s.rows for s in done.state.segments()}
-    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/"))] == [10, 10]
+    assert [segs[f] for f in done.written if f.startswith(("episodes/seg", "log/seg"))] == [10, 10]
     assert current.refresh(store).written == []  # nothing new: nothing read or written
     assert assert_matches_window(store, tmp_path / "c.duckdb") == 400
 
@@ -293,8 +323,12 @@ def test_vacuum_removes_only_what_the_state_no_longer_names(
     removed = current.vacuum(store, grace=timedelta(0))
     loaded = current.load_state(store)
     assert removed and loaded is not None
-    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in (s.file, s.deletes) if f}
+    named = {loaded[0].imports} | {f for s in loaded[0].segments() for f in s.files()}
     assert not {r.split("/current/", 1)[1] for r in removed} & named
+    assert any("/idx-" in r for r in removed)  # the indexes of merged segments go with them
+    base = store.location.path(current.DIR)
+    on_disk = {p[len(base) + 1 :] for p in store.fs.find(base) if "/_state/" not in p}
+    assert on_disk == named  # and nothing the state names is gone
     assert assert_matches_window(store, catalog) == 25
 
 

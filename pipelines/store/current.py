@@ -8,6 +8,8 @@ Layout under ``<store>/current/`` (merge-on-read, as Iceberg's and DuckLake's de
     log/seg-<tag>.parquet              every live version (``episode_log``), as the imports wrote them
     asof/seg-<tag>.parquet             for episodes with several versions, which one is current when
     rejects/seg-<tag>.parquet          the rejects of the live imports
+    <table>/idx-<tag>.bin              where each identity's rows are in segment <tag> (episodes, log,
+                                       asof: ``pipelines.store.identity_index``)
     imports-<tag>.parquet              every import manifest, live or not (``imports_index``)
 
 Segments are sorted (by tenant_id, scope, observed_at; rejects by tenant_id, reason) and never
@@ -85,7 +87,7 @@ def _load_state(store: EpisodeStore) -> State | None:
         asof=[Segment(**s) for s in raw["asof"]],
         rejects=[Segment(**s) for s in raw["rejects"]],
     )
-    files = [state.imports] + [f for s in state.segments() for f in (s.file, s.deletes) if f]
+    files = [state.imports] + [f for s in state.segments() for f in s.files()]
     return state if all(loc.fs.exists(loc.path(DIR, f)) for f in files) else None
 
 
@@ -219,7 +221,7 @@ def vacuum(store: EpisodeStore, *, grace: timedelta, dry_run: bool = False) -> l
     keep = set()
     states = sorted(loc.fs.glob(loc.path(DIR, "_state", "*.json")))
     if state is not None:
-        keep = {state.imports} | {f for s in state.segments() for f in (s.file, s.deletes) if f}
+        keep = {state.imports} | {f for s in state.segments() for f in s.files()}
     cutoff = datetime.now(UTC) - grace
     doomed = []
     for path in _data_files(store):
@@ -238,5 +240,9 @@ def vacuum(store: EpisodeStore, *, grace: timedelta, dry_run: bool = False) -> l
 
 def _data_files(store: EpisodeStore) -> Iterable[str]:
     loc = store.location
-    for pattern in ("imports-*.parquet", *(f"{t}/*.parquet" for t in TABLES)):
+    for pattern in (
+        "imports-*.parquet",
+        *(f"{t}/*.parquet" for t in TABLES),
+        *(f"{t}/idx-*.bin" for t in TABLES),
+    ):
         yield from loc.fs.glob(loc.path(DIR, pattern))

@@ -9,31 +9,34 @@ table), appends the versions and rejects of the imports that became live to ``lo
 full size tier (``FANOUT`` segments, two in the smallest) or a segment with ``DIRTY`` of its rows
 deleted is merged into one sorted segment.
 
-Finding what a refresh touches costs what changed, not the store: the segments are searched for
-the touched identities on narrow columns (``_identity_hash``, the row number, and where the hash
-matched ``_ingest_id`` and ``_holders``: the imports holding the episode's versions, as text: a
-list column would be decoded whole, 2x the lookup at 10M episodes), and the full rows of the
-touched episodes' versions are read from the data files of those imports (a few small files),
-never from the large segments, whose row groups would be decoded whole.
+Finding what a refresh touches costs what changed, not the store: each segment of an ``INDEXED``
+table has an identity index (``identity_index``, written with it), in which the touched identities
+are looked up (a few blocks read per key: where they are in ``episodes`` and ``asof``, and in
+``log`` which imports hold their versions), and the full rows of the touched episodes' versions are
+read from the data files of those imports (a few small files), never from the large segments,
+whose row groups would be decoded whole.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import polars as pl
 
 from connectors.kit.sql import quote_identifier, quote_list, quote_literal
 from connectors.schema import EPISODE_SCHEMA, REJECT_SCHEMA
+from pipelines.store import identity_index
 from pipelines.store.episodes import CURRENT_ORDER, IDENTITY, EpisodeStore, new_ingest_id, typed_empty
 
 #: 2: rejects and the log (every live version) materialized; current rows carry ``_holders`` and
 #: their as-of span; versions of touched episodes read from their imports' files
-LAYOUT = 2
+#: 3: each segment of ``episodes``, ``log`` and ``asof`` has an identity index (``identity_index``)
+LAYOUT = 3
 DIR = "current"
 TABLES = ("episodes", "log", "asof", "rejects")
+INDEXED = ("episodes", "log", "asof")  # the tables whose rows carry ``_identity_hash``
 SORT = "tenant_id, scope, observed_at"
 #: Rejects are read by reason (``WHERE reason = …``, ``GROUP BY reason``) and by dump.
 REJECT_SORT = "tenant_id, reason, source_system, dump_uri, dump_record"
@@ -52,6 +55,11 @@ class Segment:
     rows: int
     deletes: str | None = None
     deleted: int = 0
+    #: the identity index (``identity_index``) of a segment of an ``INDEXED`` table
+    index: str | None = None
+
+    def files(self) -> list[str]:
+        return [f for f in (self.file, self.deletes, self.index) if f]
 
     @property
     def live(self) -> int:
@@ -192,7 +200,46 @@ class Merge:
             self.store.fs.rm(self.store.location.path(DIR, rel))
             return None
         self.written.append(rel)
-        return Segment(rel, int(rows))
+        if kind != "seg" or table not in INDEXED:
+            return Segment(rel, int(rows))
+        index = f"{table}/idx-{rel.split('-', 1)[1].rsplit('.', 1)[0]}.bin"
+        with self.store.fs.open(self.store.location.path(DIR, index), "wb") as f:
+            f.write(identity_index.build(self.con, self._uri(rel)))
+        self.written.append(index)
+        return Segment(rel, int(rows), index=index)
+
+    def _lookup(self, name: str, segments: list[Segment], keys: list[int]) -> None:
+        """The table ``name`` of the live rows of ``segments`` whose identity hash is in ``keys``
+        (``_identity_hash``, ``_ingest_id``, ``_seg``, ``_row``), found through their indexes."""
+        loc, rows, hit = self.store.location, [], set()
+        for s in segments:
+            if s.index is None:
+                raise AssertionError(f"segment {s.file} has no identity index")
+            hits = identity_index.lookup(self.store.fs, loc.path(DIR, s.index), keys)
+            rows += [(h, i, s.file, r) for h, r, i in hits]
+            hit |= {s.file} if hits else set()
+        frame = pl.DataFrame(
+            rows,
+            schema={
+                "_identity_hash": pl.UInt64,
+                "_ingest_id": pl.String,
+                "_seg": pl.String,
+                "_row": pl.Int64,
+            },
+            orient="row",
+        )
+        self.con.register(f"{name}_rows", frame)
+        self.con.execute(
+            f"CREATE TEMP TABLE {quote_identifier(name)} AS SELECT * FROM {quote_identifier(name + '_rows')}"
+        )
+        self.con.unregister(f"{name}_rows")
+        for s in segments:  # the index names every row: drop those deleted since it was written
+            if s.deletes and s.file in hit:
+                self.con.execute(
+                    f"DELETE FROM {quote_identifier(name)} WHERE _seg = ? AND _row IN "
+                    f"(SELECT row FROM read_parquet({quote_literal(self._uri(s.deletes))}))",
+                    [s.file],
+                )
 
     def _files_table(self, name: str, files: list[tuple[str, str]], schema: pl.Schema) -> str:
         """SQL reading ``files`` ((uri, ingest id) pairs) with their ingest id as ``_ingest_id``."""
@@ -233,19 +280,13 @@ class Merge:
                 hit = segments_sql(self.store, self.state.log, gone, pos=True, cols="_identity_hash")
                 con.execute(f"CREATE TEMP TABLE hit_log AS {hit}")
                 con.execute("INSERT INTO k SELECT DISTINCT _identity_hash FROM hit_log")
-            # where the touched episodes are (narrow columns), and which imports hold their versions
-            for hits, segs, c in (
-                ("hit_cur", self.state.episodes, "_identity_hash, _ingest_id, _holders"),
-                ("hit_asof", self.state.asof, "_identity_hash"),
-            ):
-                sql = segments_sql(self.store, segs, touched, pos=True, cols=c) if segs else None
-                empty = "SELECT 0::UBIGINT AS _identity_hash, ''::VARCHAR AS _seg, 0::BIGINT AS _row LIMIT 0"
-                con.execute(f"CREATE TEMP TABLE {hits} AS {sql or empty}")
-            # every live version of a touched episode, read whole from the (small) data files of the
-            # imports holding them: never the large segments, whose row groups would be decoded whole
-            found = con.sql(
-                "SELECT _ingest_id FROM hit_cur UNION SELECT unnest(string_split(_holders, ',')) FROM hit_cur"
-            ).fetchall()
+            # where the touched episodes are, and which imports hold their versions (the log holds
+            # every live version): through the segments' identity indexes, at the cost of the keys
+            keys = [h for (h,) in con.sql("SELECT h FROM k").fetchall()]
+            self._lookup("hit_cur", self.state.episodes, keys)
+            self._lookup("hit_asof", self.state.asof, keys)
+            self._lookup("hit_held", self.state.log, keys)
+            found = con.sql("SELECT DISTINCT _ingest_id FROM hit_held").fetchall()
             holders = {i for (i,) in found} - set(removed) - set(added["ingest_id"])
             older = files_of(imports.filter(pl.col("ingest_id").is_in(list(holders))))
             versions = (
@@ -300,7 +341,7 @@ class Merge:
             table = s.file.split("/", 1)[0]
             dels = self._write(table, rows, kind="del")
             assert dels is not None
-            out.append(Segment(s.file, s.rows, dels.file, dels.rows))
+            out.append(replace(s, deletes=dels.file, deleted=dels.rows))
         return out
 
     def compact(self) -> None:
