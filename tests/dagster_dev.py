@@ -38,7 +38,7 @@ PARTITION_STATUS = (
 )
 RUNS = (
     "{ runsOrError(limit: 1000) { ... on Runs { results { runId jobName status startTime endTime "
-    "assetSelection { path } } } } }"
+    "tags { key value } assetSelection { path } } } } }"
 )
 SENSOR = (
     "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { id "
@@ -134,7 +134,10 @@ class DagsterDev:
 
     def launch_backfill(self, asset: str, partitions: list[str]) -> str:
         """A backfill of ``partitions`` of one asset, as the asset's page launches it."""
-        params = {"assetSelection": [{"path": [asset]}], "partitionNames": partitions}
+        return self.launch({"assetSelection": [{"path": [asset]}], "partitionNames": partitions})
+
+    def launch(self, params: dict[str, Any]) -> str:
+        """A backfill of any ``LaunchBackfillParams`` (an asset selection, or a job's partition set)."""
         result = self.gql(LAUNCH_BACKFILL, {"p": params})["launchPartitionBackfill"]
         assert "backfillId" in result, result
         return str(result["backfillId"])
