@@ -91,3 +91,14 @@ def memport_settings(base: Path) -> dict[str, str]:
         "MEMPORT_BACKUP_URL": str(base / "backups"),
         "DAGSTER_HOME": str(base / "dagster"),
     }
+
+
+@pytest.fixture
+def memport_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every memport setting under ``tmp_path`` in the environment (no scope templates), and
+    ``tmp_path`` the working directory (so no ``.env`` is read): a command-line test's world."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in memport_settings(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MEMPORT_SCOPE_TEMPLATES", "")
+    return tmp_path

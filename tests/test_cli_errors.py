@@ -15,20 +15,15 @@ from pipelines.store.catalog import build_catalog
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
-from tests.conftest import memport_settings
 
 REPO = Path(__file__).parent.parent
 SAMPLE = REPO / "data" / "landing" / "mem0" / "get_all_v1_u481.json"
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(memport_env: Path) -> Path:
     """Every memport setting under tmp_path; the working directory has no .env."""
-    monkeypatch.chdir(tmp_path)
-    for name, value in memport_settings(tmp_path).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MEMPORT_SCOPE_TEMPLATES", "")
-    return tmp_path
+    return memport_env
 
 
 def test_unknown_system_is_named_without_a_traceback(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,17 +14,12 @@ import pytest
 from pipelines.cli.main import main
 from pipelines.orchestration.partitions import key_ranges
 from tests.bench.backfill_bench import write_dumps
-from tests.conftest import memport_settings
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name, value in memport_settings(tmp_path).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MEMPORT_SCOPE_TEMPLATES", "")
+def env(memport_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr("pipelines.orchestration.assets.MAX_DUMPS_PER_RUN", 3)
-    return tmp_path
+    return memport_env
 
 
 def _runs(home: Path, job: str) -> list[dg.DagsterRun]:
