@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition
 # time to inject the context and resources, and cannot resolve them from strings.
 
-import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -201,128 +200,118 @@ def build_ingest_asset(connector: Connector) -> dg.AssetsDefinition:
     key = ingest_asset_key(system)
     partitions = dumps_partitions(system)
 
-    with warnings.catch_warnings():
-        # Dagster 1.13 labels partitioned asset checks "preview" and `backfill_policy` "beta"; both
-        # are what checks per dump and backfills of many dumps per run are built on (issue 13).
-        warnings.filterwarnings(
-            "ignore", "Specifying a partitions_def on an AssetCheckSpec", dg.PreviewWarning
-        )
-        warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
-
-        @dg.asset(
-            key=key,
-            group_name=INGEST_GROUP,
-            partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DUMPS_PER_RUN),
-            description=(
-                f"{connector.description}\n\nOne partition per dump file in "
-                f"`<landing>/{system}/`. Each materialization writes the dump's episodes and rejects "
-                "to the store as a new, atomically committed version of its partition. A backfill "
-                f"ingests up to {MAX_DUMPS_PER_RUN} dumps per run, each committed (or failed) on its own."
+    @dg.asset(
+        key=key,
+        group_name=INGEST_GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_DUMPS_PER_RUN),
+        description=(
+            f"{connector.description}\n\nOne partition per dump file in "
+            f"`<landing>/{system}/`. Each materialization writes the dump's episodes and rejects "
+            "to the store as a new, atomically committed version of its partition. A backfill "
+            f"ingests up to {MAX_DUMPS_PER_RUN} dumps per run, each committed (or failed) on its own."
+        ),
+        kinds={"parquet", "polars", "duckdb"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "accounting_balances",
+                asset=key,
+                partitions_def=partitions,
+                description="read = accepted + rejected + duplicate, and no byte of the dump unread",
             ),
-            kinds={"parquet", "polars", "duckdb"},
-            check_specs=[
-                dg.AssetCheckSpec(
-                    "accounting_balances",
-                    asset=key,
-                    partitions_def=partitions,
-                    description="read = accepted + rejected + duplicate, and no byte of the dump unread",
+            dg.AssetCheckSpec(
+                "reject_rate",
+                asset=key,
+                partitions_def=partitions,
+                description=(
+                    f"at most {REJECT_RATE_WARN:.0%} of the dump's records rejected, beyond those "
+                    "the landing zone's expected_rejects.yaml declares"
                 ),
-                dg.AssetCheckSpec(
-                    "reject_rate",
-                    asset=key,
-                    partitions_def=partitions,
-                    description=(
-                        f"at most {REJECT_RATE_WARN:.0%} of the dump's records rejected, beyond those "
-                        "the landing zone's expected_rejects.yaml declares"
-                    ),
-                ),
-            ],
-            metadata={"connector_version": connector.version},
-        )
-        def _ingest(
-            context: dg.AssetExecutionContext,
-            config: IngestConfig,
-            landing: LandingZone,
-            episode_store: EpisodeStoreResource,
-            import_settings: ImportSettings,
-        ) -> Iterator[
-            dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output[None]
-        ]:
-            keys = list(context.partition_keys)
-            location, store = landing.location(), episode_store.store()
-            expected = expected_rejects.load(location)
+            ),
+        ],
+        metadata={"connector_version": connector.version},
+    )
+    def _ingest(
+        context: dg.AssetExecutionContext,
+        config: IngestConfig,
+        landing: LandingZone,
+        episode_store: EpisodeStoreResource,
+        import_settings: ImportSettings,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output[None]]:
+        keys = list(context.partition_keys)
+        location, store = landing.location(), episode_store.store()
+        expected = expected_rejects.load(location)
 
-            def options(relpath: str) -> DumpOptions:
-                return DumpOptions(
-                    tenant_id=import_settings.tenant_id,
-                    scope_template=import_settings.scope_template(system, relpath),
-                    path_fields=import_settings.path_fields(system, relpath),
-                )
-
-            done: dict[str, ImportResult] = {}
-            failed: dict[str, BaseException] = {}
-            outcomes = ingest_dumps(
-                store,
-                location,
-                system,
-                keys,
-                options,
-                workers=config.workers,
-                force=config.force,
-                log=context.log.info,
+        def options(relpath: str) -> DumpOptions:
+            return DumpOptions(
+                tenant_id=import_settings.tenant_id,
+                scope_template=import_settings.scope_template(system, relpath),
+                path_fields=import_settings.path_fields(system, relpath),
             )
-            for i, outcome in enumerate(outcomes, 1):
-                where = f"[{i}/{len(keys)}] {outcome.relpath}" if len(keys) > 1 else outcome.relpath
-                if outcome.error is not None:
-                    failed[outcome.relpath] = outcome.error
-                    context.log.error(f"{where}: FAILED: {type(outcome.error).__name__}: {outcome.error}")
-                    continue
-                result = outcome.result
-                assert result is not None, "an outcome without an error has a result"
-                done[outcome.relpath] = result
-                if result.skipped:
-                    context.log.info(
-                        f"{where}: unchanged since import {result.manifest['ingest_id']}, not read again"
-                    )
-                else:
-                    context.log.info(f"{where}: {result.counts} in {result.manifest['duration_s']} s")
-            if len(keys) == 1 and failed:
-                raise failed[keys[0]]  # one dump: its own error, as it was raised
-            rows = store.live_rows(system) if done else 0
-            checks = {k: _check_results(r, key, expected.get(system, k)) for k, r in done.items()}
-            if failed:
-                # Record what was committed, then fail the run naming the dumps that were not: a ranged
-                # run's partitions without a materialization are the backfill's failed ones.
-                for relpath, result in done.items():
-                    yield dg.AssetMaterialization(
-                        asset_key=key, partition=relpath, metadata=_metadata(result, rows)
-                    )
-            else:
-                for relpath, result in done.items():
-                    context.add_asset_metadata(_metadata(result, rows), partition_key=relpath)
-                yield dg.MaterializeResult()
-            selected = context.selected_asset_check_keys
-            if not failed:  # the checks' outputs (nothing): once per run, their evaluations per dump
-                for check_key in selected:
-                    yield dg.Output(
-                        None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key)
-                    )
-            for relpath, results in checks.items():
-                for check in results:
-                    if dg.AssetCheckKey(key, str(check.check_name)) in selected:
-                        yield _evaluation(context, check, key, relpath)
-            if failed:
-                raise dg.Failure(
-                    description=_failures_text(system, failed, len(done)),
-                    metadata={
-                        "failed_dumps": dg.MetadataValue.json(sorted(failed)),
-                        # each failed dump's own error, for `memport run`'s line per dump
-                        "errors": dg.MetadataValue.json(
-                            {k: f"{type(e).__name__}: {e}" for k, e in sorted(failed.items())}
-                        ),
-                    },
+
+        done: dict[str, ImportResult] = {}
+        failed: dict[str, BaseException] = {}
+        outcomes = ingest_dumps(
+            store,
+            location,
+            system,
+            keys,
+            options,
+            workers=config.workers,
+            force=config.force,
+            log=context.log.info,
+        )
+        for i, outcome in enumerate(outcomes, 1):
+            where = f"[{i}/{len(keys)}] {outcome.relpath}" if len(keys) > 1 else outcome.relpath
+            if outcome.error is not None:
+                failed[outcome.relpath] = outcome.error
+                context.log.error(f"{where}: FAILED: {type(outcome.error).__name__}: {outcome.error}")
+                continue
+            result = outcome.result
+            assert result is not None, "an outcome without an error has a result"
+            done[outcome.relpath] = result
+            if result.skipped:
+                context.log.info(
+                    f"{where}: unchanged since import {result.manifest['ingest_id']}, not read again"
                 )
+            else:
+                context.log.info(f"{where}: {result.counts} in {result.manifest['duration_s']} s")
+        if len(keys) == 1 and failed:
+            raise failed[keys[0]]  # one dump: its own error, as it was raised
+        rows = store.live_rows(system) if done else 0
+        checks = {k: _check_results(r, key, expected.get(system, k)) for k, r in done.items()}
+        if failed:
+            # Record what was committed, then fail the run naming the dumps that were not: a ranged
+            # run's partitions without a materialization are the backfill's failed ones.
+            for relpath, result in done.items():
+                yield dg.AssetMaterialization(
+                    asset_key=key, partition=relpath, metadata=_metadata(result, rows)
+                )
+        else:
+            for relpath, result in done.items():
+                context.add_asset_metadata(_metadata(result, rows), partition_key=relpath)
+            yield dg.MaterializeResult()
+        selected = context.selected_asset_check_keys
+        if not failed:  # the checks' outputs (nothing): once per run, their evaluations per dump
+            for check_key in selected:
+                yield dg.Output(
+                    None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key)
+                )
+        for relpath, results in checks.items():
+            for check in results:
+                if dg.AssetCheckKey(key, str(check.check_name)) in selected:
+                    yield _evaluation(context, check, key, relpath)
+        if failed:
+            raise dg.Failure(
+                description=_failures_text(system, failed, len(done)),
+                metadata={
+                    "failed_dumps": dg.MetadataValue.json(sorted(failed)),
+                    # each failed dump's own error, for `memport run`'s line per dump
+                    "errors": dg.MetadataValue.json(
+                        {k: f"{type(e).__name__}: {e}" for k, e in sorted(failed.items())}
+                    ),
+                },
+            )
 
     return _ingest
 
