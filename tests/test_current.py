@@ -413,7 +413,7 @@ def test_log_and_rejects_read_a_few_segments_not_every_import(
         ingest(store, landing, f"d{n}.json", dump(range(n * 5, n * 5 + 10), day=n + 1, bad=(n * 5,)))
         build_catalog(store, catalog)
     with connect(catalog) as con:
-        for view in ("_log", "_rejects", "_current"):
+        for view in ("episode_log", "rejects", "episodes", "_current", "_asof"):
             views = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = ?", params=[view])
             (sql,) = views.fetchall()[0]
             assert "source_system=" not in sql and "/current/" in sql, view

@@ -144,39 +144,41 @@ def build_catalog(
 def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: segments.State) -> None:
     """``episodes``, ``episode_log``, ``rejects`` and ``episodes_as_of`` over the materialized state.
 
-    Every delete position of the state is one small native table (``_deleted``), so a view is one
-    scan of its table's segments and one anti-join: no file opened for deletes, whatever their count.
+    The delete positions of each table's segments are one small native table (``_deleted_<table>``),
+    so a view is one scan of the table's segments and one anti-join on two integers: no file opened
+    for deletes, whatever their count. ``episodes``, ``episode_log`` and ``rejects`` each read the
+    files themselves (not through another view): every layer costs a point query its planning.
     """
     hidden = ", ".join(current.HIDDEN)
-    dels = [sql for t in segments.TABLES if (sql := segments.deletes_sql(store, getattr(state, t)))]
-    none = "SELECT ''::VARCHAR AS filename, 0::BIGINT AS file_row_number LIMIT 0"
-    con.execute(f"CREATE TABLE _deleted AS {' UNION ALL '.join(dels) if dels else none}")
     bookkeeping = "''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash"
     span = "NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"
     extras = {
-        "_current": (
-            EPISODE_SCHEMA,
-            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}",
-        ),
-        "_log": (EPISODE_SCHEMA, bookkeeping),
-        "_asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
-        "_rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),
+        "episodes": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}"),
+        "log": (EPISODE_SCHEMA, bookkeeping),
+        "asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
+        "rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),
     }
-    sources = {"_current": state.episodes, "_log": state.log, "_asof": state.asof, "_rejects": state.rejects}
-    for view, segs in sources.items():
-        sql = segments.relation_sql(store, segs, "_deleted")
-        if sql is None:
-            schema, extra = extras[view]
-            con.register("empty", typed_empty(schema))
-            con.execute(f"CREATE TABLE {view}_empty AS SELECT *, {extra} FROM empty")
-            con.unregister("empty")
-            sql = f"SELECT * FROM {view}_empty"
-        con.execute(f"CREATE VIEW {view} AS {sql}")
-    con.execute(f"CREATE VIEW episodes AS SELECT * EXCLUDE ({hidden}) FROM _current")
-    columns = ", ".join(quote_identifier(c) for c in EPISODE_SCHEMA)
-    con.execute(f"CREATE VIEW episode_log AS SELECT {columns} FROM _log")
+    episode_columns = ", ".join(quote_identifier(c) for c in EPISODE_SCHEMA)
     reject_columns = ", ".join(quote_identifier(c) for c in REJECT_SCHEMA)
-    con.execute(f"CREATE VIEW rejects AS SELECT {reject_columns} FROM _rejects")
+    views = {  # view -> (table of the state, its columns)
+        "_current": ("episodes", "*"),
+        "episodes": ("episodes", f"* EXCLUDE ({hidden})"),
+        "_asof": ("asof", "*"),
+        "episode_log": ("log", episode_columns),
+        "rejects": ("rejects", reject_columns),
+    }
+    none = "SELECT 0::UBIGINT AS file_index, 0::BIGINT AS file_row_number LIMIT 0"
+    for table in segments.TABLES:
+        segs = getattr(state, table)
+        con.execute(f"CREATE TABLE _deleted_{table} AS {segments.deletes_sql(store, segs) or none}")
+        if not segs:  # no segment yet: an empty table of the same columns
+            schema, extra = extras[table]
+            con.register("empty", typed_empty(schema))
+            con.execute(f"CREATE TABLE _empty_{table} AS SELECT *, {extra} FROM empty")
+            con.unregister("empty")
+    for view, (table, columns) in views.items():
+        sql = segments.relation_sql(store, getattr(state, table), f"_deleted_{table}", columns)
+        con.execute(f"CREATE VIEW {view} AS {sql or f'SELECT {columns} FROM _empty_{table}'}")
     # the refresh worked out over which span of time each version is the one as of then: an
     # episode's one version (its current row's _from/_to), the others' (asof): a filter, no window
     con.execute(
