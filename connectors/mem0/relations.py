@@ -14,7 +14,8 @@ time of their own: ``observed_at`` is the latest time of the dump's results (the
 no earlier), else the dump file's modification time, noted in ``_source.observed_at_from``.
 
 Items are cut out of the document by ``jsonscan.Splitter`` (a second walk of the file, after the
-results, taken only when the bytes ``"relations"`` occur in it): one too large, too deep or not
+results, taken only when the bytes ``"relations"`` occur in it; only then are the results folded
+into :class:`Shared`): one too large, too deep or not
 UTF-8 is one reject. Where the document itself breaks,
 the results' walk has already reported it (one reject, and the unread bytes from where that walk
 stopped: the start of the ``relations`` value, a conservative count): this walk keeps the
@@ -94,9 +95,9 @@ def mentioned(fs: AbstractFileSystem, path: str) -> bool:
 
 
 def rows(fs: AbstractFileSystem, path: str, shared: Shared, *, start: int) -> Iterator[Row]:
-    """The relations of the envelope at ``path``, positions from ``start`` (after the results)."""
-    if not mentioned(fs, path):
-        return
+    """The relations of the envelope at ``path``, positions from ``start`` (after the results);
+    for a file that :func:`mentioned` them (the caller asks first: only then does it fold the
+    results into ``shared``)."""
     when, origin = shared.latest, "latest time of the results"
     if when is None:
         when, origin = backup.modified_time(fs, path), "dump file modified time"
