@@ -153,7 +153,10 @@ def _current_views(con: duckdb.DuckDBPyConnection, store: EpisodeStore, state: s
     bookkeeping = "''::VARCHAR AS _ingest_id, 0::UBIGINT AS _identity_hash"
     span = "NULL::TIMESTAMPTZ AS _from, NULL::TIMESTAMPTZ AS _to"
     extras = {
-        "episodes": (EPISODE_SCHEMA, f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}"),
+        "episodes": (
+            EPISODE_SCHEMA,
+            f"{bookkeeping}, 1::INTEGER AS _versions, NULL::VARCHAR AS _holders, {span}",
+        ),
         "log": (EPISODE_SCHEMA, bookkeeping),
         "asof": (EPISODE_SCHEMA, f"{bookkeeping}, {span}"),
         "rejects": (REJECT_SCHEMA, "''::VARCHAR AS _ingest_id"),

@@ -131,7 +131,8 @@ def relation_sql(
     scan = f"read_parquet({quote_list(segment_uri(store, s.file) for s in segments)})"
     if deleted is None or not any(s.deletes for s in segments):
         return f"SELECT {columns} FROM {scan}"
-    return f"SELECT {columns} FROM {scan} ANTI JOIN {quote_identifier(deleted)} USING (file_index, file_row_number)"
+    anti = f"ANTI JOIN {quote_identifier(deleted)} USING (file_index, file_row_number)"
+    return f"SELECT {columns} FROM {scan} {anti}"
 
 
 def deletes_sql(store: EpisodeStore, segments: list[Segment]) -> str | None:
@@ -204,7 +205,8 @@ class Merge:
             self.store.fs.makedirs(self.store.location.path(DIR, table), exist_ok=True)
         (rows,) = self.con.execute(
             f"COPY ({select}) TO {quote_literal(self._uri(rel))} "
-            f"(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {ROW_GROUP}, DATA_PAGE_SIZE_LIMIT {PAGE_BYTES})"
+            f"(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {ROW_GROUP}, "
+            f"DATA_PAGE_SIZE_LIMIT {PAGE_BYTES})"
         ).fetchall()[0]
         if not rows:  # nothing to keep: no empty segment in the state
             self.store.fs.rm(self.store.location.path(DIR, rel))
