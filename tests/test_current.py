@@ -421,3 +421,40 @@ def test_log_and_rejects_read_a_few_segments_not_every_import(
         (rejected,) = con.sql("SELECT count(*) FROM rejects").fetchall()[0]
         assert rejected >= 9  # one bad record a dump at least (exactly what the imports say: below)
     assert assert_matches_window(store, catalog) == 49  # m-0 only ever rejected
+
+
+def test_deletes_land_on_their_own_segment_whatever_the_order_of_the_state(
+    store: EpisodeStore, landing: Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view names a deleted row by its segment's place in the view's file list (``file_index``)
+    and its row number: several segments with deletes, listed in the state in an order that is
+    not their files' name order, still give exactly the current versions."""
+    monkeypatch.setattr(segments, "BASE_ROWS", 1)  # no tier merge: one segment per refresh
+    catalog = tmp_path / "c.duckdb"
+    ingest(store, landing, "a.json", dump(range(40)))
+    build_catalog(store, catalog)
+    ingest(store, landing, "b.json", dump(range(36, 76), text="b", day=2))  # 4 of a's 40 replaced
+    build_catalog(store, catalog)
+    ingest(store, landing, "c.json", dump(range(70, 90), text="c", day=3))  # 6 of b's 40 replaced
+    build_catalog(store, catalog)
+    loc = store.location
+    path = sorted(loc.fs.glob(loc.path(segments.DIR, "_state", "*.json")))[-1]
+    state = json.loads(loc.fs.cat_file(path))
+    assert sum(1 for s in state["episodes"] if s["deletes"]) >= 2, state["episodes"]
+    for table in segments.TABLES:  # the newest segment first: no longer the files' name order
+        state[table].reverse()
+    loc.fs.pipe_file(path, json.dumps(state).encode())
+    assert assert_matches_window(store, catalog) == 90  # the refresh has nothing new: same state
+    with connect(catalog) as con:
+        views = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'episodes'").fetchall()
+        assert views[0][0].index(state["episodes"][0]["file"]) < views[0][0].index(
+            state["episodes"][-1]["file"]
+        )
+        got = dict(con.sql("SELECT source_id, content FROM episodes").fetchall())
+    assert (got["m-35"], got["m-36"], got["m-69"], got["m-70"], got["m-89"]) == (
+        "fact 35",
+        "b 36",
+        "b 69",
+        "c 70",
+        "c 89",
+    )
