@@ -292,3 +292,45 @@ def test_a_broken_bracket_stops_visibly(tmp_path: Path) -> None:
     assert counts["accepted"] == 21
     assert counts["unread_bytes"] > 0
     assert counts["unread_bytes"] < len(data)
+
+
+# --- agent files, parsed whole ------------------------------------------------------------------
+
+
+def _letta_messages(size: int) -> Callable[[Path], None]:
+    """An agent file of about ``size`` bytes of small messages: the shape whose parse costs the
+    most memory per byte of file (a dict per hundred bytes)."""
+
+    def write(path: Path) -> None:
+        head = (
+            '{"agents": [{"id": "agent-0", "name": "planner", "agent_type": "memgpt_v2_agent", '
+            '"system": "You plan.", "messages": ['
+        )
+        with path.open("w", encoding="utf-8") as f:
+            f.write(head)
+            written, n = len(head), 0
+            while written < size:
+                m = (
+                    f'{"," if n else ""}{{"type": "message", "id": "message-{n}", "role": "user", '
+                    '"content": [], "created_at": "2025-10-10T07:14:00+00:00"}'
+                )
+                f.write(m)
+                written, n = written + len(m), n + 1
+            f.write(']}], "created_at": "2025-10-10T08:00:00+00:00"}')
+
+    return write
+
+
+def test_an_agent_file_is_parsed_whole_only_within_the_memory_bound(tmp_path: Path) -> None:
+    """A Letta agent file is parsed at once (its ids are local to the file): one just under the
+    size limit stays under the memory bound, every message accounted; one over it (160 MB, which
+    the old 256 MB limit let through: past 1 GiB) fails alone, naming its size and the limit."""
+    from connectors.kit.records import WHOLE_DOCUMENT_BYTES
+
+    under, over = "letta/under.af", "letta/over.af"
+    files = {under: _letta_messages(WHOLE_DOCUMENT_BYTES - 8 * MB), over: _letta_messages(160 * MB)}
+    out = _run(files, tmp_path, timeout=180.0)  # type: ignore[arg-type]
+    counts = out.counts(under)
+    assert counts["read"] > 500_000 and counts["read"] == counts["accepted"] + counts["rejected"]
+    error = out.dumps[over].get("error", "")
+    assert error.startswith("DumpFormatError") and f"read at once up to {WHOLE_DOCUMENT_BYTES:,}" in error

@@ -31,11 +31,12 @@ import ijson
 from fsspec import AbstractFileSystem
 
 from connectors.kit import jsonscan
-from connectors.kit.records import BOM, MAX_DEPTH, Rejected, read_whole
+from connectors.kit.records import BOM, MAX_DEPTH, WHOLE_DOCUMENT_BYTES, Rejected, read_whole
 from connectors.schema import RejectReason
 
-#: An agent file larger than this is not read at once (real ones are a few MB).
-MAX_BYTES = 256 << 20
+#: An agent file larger than this is not read (real ones are a few MB; parsed whole, a larger one
+#: would outgrow the memory bound).
+MAX_BYTES = WHOLE_DOCUMENT_BYTES
 #: Past this nesting a broken document is not rebuilt further (records deeper than
 #: ``MAX_DEPTH`` are rejected one by one anyway).
 _SALVAGE_DEPTH = 16 * MAX_DEPTH
