@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import struct
 import zipfile
 import zlib
@@ -396,3 +397,43 @@ def test_zip_entries_sharing_their_data_stop_at_the_archive_ratio(tmp_path: Path
     ), detail
     assert outcome.wall < 15
     good_mem0_ingested(outcome)
+
+
+def history_db_with_huge_value(size: int) -> Callable[[Path], None]:
+    """A Mem0 history database (2025-05 schema) whose UPDATE holds ``size`` bytes of text, then a
+    DELETE without ``old_memory`` (whose text would be that UPDATE's): built by SQLite itself."""
+
+    def write(path: Path) -> None:
+        con = sqlite3.connect(path)
+        con.execute(
+            "CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT, old_memory TEXT, new_memory TEXT, "
+            "event TEXT, created_at DATETIME, updated_at DATETIME, is_deleted INTEGER, actor_id TEXT, role TEXT)"
+        )
+        row = "INSERT INTO history VALUES (?, ?, ?, {}, ?, ?, NULL, 0, NULL, 'user')"
+        con.execute(row.format("?"), ("h1", "m1", None, "likes tea", "ADD", "2025-01-01T00:00:00"))
+        con.execute(
+            row.format("printf('%.*c', ?, 'x')"), ("h2", "m1", "likes tea", size, "UPDATE", "2025-01-02")
+        )
+        con.execute(row.format("?"), ("h3", "m2", None, "likes coffee", "ADD", "2025-01-03T00:00:00"))
+        con.execute(row.format("?"), ("h4", "m1", None, None, "DELETE", "2025-01-04T00:00:00"))
+        con.commit()
+        con.close()
+
+    return write
+
+
+def test_a_history_database_value_of_hundreds_of_megabytes_costs_its_row_only(tmp_path: Path) -> None:
+    """SQLite hands a value over whole: a row larger than one record may be is judged by its
+    length in SQL and never fetched, nor is it fetched as the text a later DELETE removes."""
+    dump = "mem0/history.db"
+    files = {dump: history_db_with_huge_value(300 * MIB), "mem0/good.json": GOOD_MEM0}
+    outcome = run(tmp_path, files, templates={"mem0": "org:acme"})  # the table holds no user ids
+    good_mem0_ingested(outcome)
+    assert outcome.counts(dump) == {"read": 4, "accepted": 2, "rejected": 2, "duplicate": 0}
+    assert outcome.dumps[dump]["reasons"] == {"payload_too_large": 2}
+    row = 300 * MIB + len("h2m1likes teaUPDATE2025-01-020user")  # every column's bytes
+    assert details(tmp_path, dump) == [
+        f"history row 2: {row:,} bytes; one record may hold {4 * MIB:,}; row skipped",
+        f"the text it deletes (the memory's previous row, {row:,} bytes) is larger than one record "
+        f"may hold ({4 * MIB:,})",
+    ]

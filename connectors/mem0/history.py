@@ -44,11 +44,13 @@ from fsspec.implementations.local import LocalFileSystem
 from connectors.errors import DumpFormatError
 from connectors.kit import records
 from connectors.kit.records import Rejected, Row
-from connectors.schema import RejectReason
+from connectors.kit.sql import quote_identifier
+from connectors.schema import MAX_RECORD_BYTES, RejectReason
 
 EXPECTED = "Mem0 OSS history database (a SQLite file with a history table)"
-_FETCH_ROWS = 1_000
 _COPY_BYTES = 1 << 20
+#: An event time longer than this is no time (it is not carried through the window).
+_TIME_BYTES = 1024
 _EVENTS = ("ADD", "UPDATE", "DELETE")
 #: Columns that became canonical fields (the rest is kept under ``metadata._source``).
 _MAPPED = ("id", "memory_id", "actor_id", "role", "timestamp", "created_at", "updated_at")
@@ -94,22 +96,48 @@ def _read(con: sqlite3.Connection, uri: str) -> Iterator[Row]:
     ):
         raise DumpFormatError(uri, EXPECTED, f"a history table with columns: {', '.join(columns)}")
     time_sql = "timestamp" if "timestamp" in columns else "coalesce(updated_at, created_at)"
-    jd = f"CASE WHEN typeof({time_sql}) = 'text' THEN julianday({time_sql}) END"
     new_sql = "new_memory" if "new_memory" in columns else "new_value"
-    order = f"PARTITION BY memory_id ORDER BY ({jd}) IS NULL, {jd}, rowid"
-    sql = (
-        f"SELECT *, {time_sql} AS _time, lead({time_sql}) OVER w AS _next_time, "
-        f"lag({time_sql}) OVER w AS _prev_time, lag({new_sql}) OVER w AS _prev_text, "
-        f"lead(id) OVER w IS NULL AS _last FROM history WINDOW w AS ({order}) ORDER BY rowid"
+    yield from _rows(con, columns, time_sql, new_sql)
+
+
+def _rows(con: sqlite3.Connection, columns: list[str], time_sql: str, new_sql: str) -> Iterator[Row]:
+    """The history rows in rowid order, each with its memory's previous and next event.
+
+    SQLite hands a value over whole, and a window sorts the rows it is given: the rows are measured
+    first (``_bytes``), the window runs over narrow columns only (the memory id and the event
+    time, each when of a sane size), and a row's values — or its predecessor's text — are read
+    back by rowid only when they fit in one record. A row over that is one ``payload_too_large``
+    reject, never fetched.
+    """
+    cap = MAX_RECORD_BYTES
+    size = " + ".join(f"coalesce(length(CAST({quote_identifier(c)} AS BLOB)), 0)" for c in columns)
+    jd = "CASE WHEN typeof(_t) = 'text' THEN julianday(_t) END"
+    kept = ", ".join(
+        f"CASE WHEN w._bytes <= {cap} THEN h.{(q := quote_identifier(c))} END AS {q}" for c in columns
     )
+    sql = f"""
+    WITH sized AS (SELECT rowid AS _rowid, {size} AS _bytes FROM history),
+    narrow AS (
+      SELECT s._rowid, s._bytes,
+             CASE WHEN length(CAST(h.memory_id AS BLOB)) <= {cap} THEN h.memory_id END AS _mid,
+             CASE WHEN length(CAST(({time_sql}) AS BLOB)) <= {_TIME_BYTES} THEN {time_sql} END AS _t
+      FROM sized s JOIN history h ON h.rowid = s._rowid),
+    w AS (
+      SELECT _rowid, _bytes, _t AS _time, lead(_t) OVER o AS _next_time, lag(_t) OVER o AS _prev_time,
+             lag(_rowid) OVER o AS _prev_rowid, lag(_bytes) OVER o AS _prev_bytes,
+             lead(_rowid) OVER o IS NULL AS _last
+      FROM narrow WINDOW o AS (PARTITION BY _mid ORDER BY ({jd}) IS NULL, {jd}, _rowid))
+    SELECT {kept}, w._bytes, w._time, w._next_time, w._prev_time, w._prev_bytes, w._last,
+           CASE WHEN w._prev_bytes <= {cap} THEN p.{new_sql} END AS _prev_text
+    FROM w JOIN history h ON h.rowid = w._rowid LEFT JOIN history p ON p.rowid = w._prev_rowid
+    ORDER BY w._rowid"""
     pos = 0
     try:
         cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
-        while batch := cursor.fetchmany(_FETCH_ROWS):
-            for values in batch:
-                yield _row(pos, dict(zip(names, values, strict=True)))
-                pos += 1
+        for values in cursor:  # a row at a time: rows of up to a record's size each
+            yield _row(pos, dict(zip(names, values, strict=True)))
+            pos += 1
     except sqlite3.DatabaseError as exc:
         yield records.reject(
             pos, None, RejectReason.MALFORMED_DOCUMENT, f"database breaks off after row {pos}: {exc}"
@@ -149,6 +177,12 @@ def _time(row: dict[str, Any], key: str, field: str) -> datetime | None:
 
 
 def _row(pos: int, row: dict[str, Any]) -> Row:
+    if row["_bytes"] > MAX_RECORD_BYTES:
+        detail = (
+            f"history row {pos + 1}: {row['_bytes']:,} bytes; one record may hold {MAX_RECORD_BYTES:,}; "
+            "row skipped"
+        )
+        return records.reject(pos, None, RejectReason.PAYLOAD_TOO_LARGE, detail)
     try:
         return _stage(pos, row)
     except Rejected as exc:
@@ -178,6 +212,12 @@ def _stage(pos: int, row: dict[str, Any]) -> Row:
         new = _string(row, "new_value")
     deleted = event == "DELETE" or _field(row, "is_deleted") in (1, "1", "true", "True")
     if event == "DELETE":
+        if old is None and (row["_prev_bytes"] or 0) > MAX_RECORD_BYTES:
+            raise Rejected(
+                RejectReason.PAYLOAD_TOO_LARGE,
+                f"the text it deletes (the memory's previous row, {row['_prev_bytes']:,} bytes) is larger "
+                f"than one record may hold ({MAX_RECORD_BYTES:,})",
+            )
         content = old if old is not None else _string(row, "_prev_text")
         status, superseded_at = "deleted", when
     else:
