@@ -406,8 +406,9 @@ def history_db_with_huge_value(size: int) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         con = sqlite3.connect(path)
         con.execute(
-            "CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT, old_memory TEXT, new_memory TEXT, "
-            "event TEXT, created_at DATETIME, updated_at DATETIME, is_deleted INTEGER, actor_id TEXT, role TEXT)"
+            "CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT, old_memory TEXT, "
+            "new_memory TEXT, event TEXT, created_at DATETIME, updated_at DATETIME, is_deleted INTEGER, "
+            "actor_id TEXT, role TEXT)"
         )
         row = "INSERT INTO history VALUES (?, ?, ?, {}, ?, ?, NULL, 0, NULL, 'user')"
         con.execute(row.format("?"), ("h1", "m1", None, "likes tea", "ADD", "2025-01-01T00:00:00"))
