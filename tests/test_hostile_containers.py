@@ -1,8 +1,9 @@
 """Hostile containers and tables, each ingested in a bounded child process (``tests.hostile``).
 
 Compression inside archives (a gzip inside a zip that inflates to one endless line), zip entries
-that lie about their size or are corrupt, CSV headers of a million columns, a CSV cell or a
-Markdown line of hundreds of megabytes, and Markdown lines built to make a regex backtrack. Each
+that lie about their size or are corrupt, CSV headers of a million columns, a CSV cell, a
+Markdown line or a SQLite value of hundreds of megabytes, and Markdown lines built to make a regex
+backtrack. Each
 must stay under 1 GiB, finish in seconds and be accounted for (rejects, or a partition failure
 naming the file and the reason), while a good dump beside it in the same landing zone imports.
 The files are generated on the fly; the large ones are written in chunks, never held whole.
