@@ -12,6 +12,8 @@ on the returned ``killed`` flag rather than the kernel's OOM killer choosing a v
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -22,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 GIB = 1 << 30
+#: The repository's root, on the children's import path.
+ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = r"""
-import json, resource, sys, time, traceback
+import json, sys, time, traceback
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import discover_dumps, ingest_dump
 from pipelines.store.locations import Location
@@ -46,8 +50,8 @@ for system in systems:
         except Exception as exc:
             out[f"{system}/{rel}"] = {"error": f"{type(exc).__name__}: {exc}"[:2000],
                                       "seconds": time.perf_counter() - t0}
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"dumps": out, "wall": time.perf_counter() - started, "peak": peak}))
+from tests.hostile import own_peak_bytes
+print(json.dumps({"dumps": out, "wall": time.perf_counter() - started, "peak": own_peak_bytes()}))
 """
 
 
@@ -65,6 +69,22 @@ class Outcome:
         return found["counts"]
 
 
+def own_peak_bytes() -> int:
+    """This process's own peak resident memory: ``VmHWM``, which starts afresh at ``exec``.
+
+    Not ``ru_maxrss``: Linux carries it across fork and exec, so a child of a large test process
+    (a pytest worker that built a big file) would report its parent's peak, and a bound on the
+    child could fail, or a comparison of two children could not."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the best there is
+
+
 def _rss(pid: int) -> int:
     try:
         with Path(f"/proc/{pid}/status").open(encoding="utf-8") as f:
@@ -80,7 +100,8 @@ def run_bounded(args: list[str], *, kill_at: int, timeout: float) -> tuple[str, 
     """Run a child; kill it when its resident memory passes ``kill_at`` or time runs out.
 
     Returns (stdout, stderr, highest RSS seen by the watchdog, killed)."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = os.environ | {"PYTHONPATH": str(ROOT)}  # the child imports tests.hostile, whatever its cwd
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen = 0
     killed = False
 

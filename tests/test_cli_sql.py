@@ -22,6 +22,7 @@ from pipelines.store.catalog import build_catalog
 from pipelines.store.episodes import EpisodeStore
 from pipelines.store.ingest import ingest_dump
 from pipelines.store.locations import Location
+from tests.hostile import ROOT
 
 #: A record text an analyst must get back byte for byte: separators, quotes, newlines, non-ASCII.
 LONG = 'Line one, with "quotes"; and a comma.\nLine two: café ☕ ' + "x" * 3000 + " =SUM(A1) end"
@@ -200,13 +201,13 @@ def test_csv_and_json_stream_without_holding_the_result(catalog: Path) -> None:
     def peak_mib(fmt: str, rows: int) -> float:
         query = f"SELECT i, repeat('x', 500) AS pad FROM range({rows}) t(i)"
         code = (
-            "import resource, sys; from pipelines.cli.main import main; "
+            "import sys; from pipelines.cli.main import main; from tests.hostile import own_peak_bytes; "
             f"rc = main(['sql', {query!r}, '--format', {fmt!r}]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+            "print(own_peak_bytes() // 1024, file=sys.stderr); sys.exit(rc)"
         )
         out = subprocess.run(
             [sys.executable, "-c", code],
-            env=os.environ | {"MEMPORT_CATALOG_PATH": str(catalog)},
+            env=os.environ | {"MEMPORT_CATALOG_PATH": str(catalog), "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

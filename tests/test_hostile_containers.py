@@ -15,8 +15,9 @@ import io
 import json
 import os
 import re
-import sqlite3
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -400,26 +401,30 @@ def test_zip_entries_sharing_their_data_stop_at_the_archive_ratio(tmp_path: Path
     good_mem0_ingested(outcome)
 
 
+HISTORY_DB = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+con.execute(
+    "CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT, old_memory TEXT, new_memory TEXT, "
+    "event TEXT, created_at DATETIME, updated_at DATETIME, is_deleted INTEGER, actor_id TEXT, role TEXT)"
+)
+row = "INSERT INTO history VALUES (?, ?, ?, {}, ?, ?, NULL, 0, NULL, 'user')"
+con.execute(row.format("?"), ("h1", "m1", None, "likes tea", "ADD", "2025-01-01T00:00:00"))
+huge = ("h2", "m1", "likes tea", int(sys.argv[2]), "UPDATE", "2025-01-02")
+con.execute(row.format("printf('%.*c', ?, 'x')"), huge)
+con.execute(row.format("?"), ("h3", "m2", None, "likes coffee", "ADD", "2025-01-03T00:00:00"))
+con.execute(row.format("?"), ("h4", "m1", None, None, "DELETE", "2025-01-04T00:00:00"))
+con.commit()
+"""
+
+
 def history_db_with_huge_value(size: int) -> Callable[[Path], None]:
     """A Mem0 history database (2025-05 schema) whose UPDATE holds ``size`` bytes of text, then a
-    DELETE without ``old_memory`` (whose text would be that UPDATE's): built by SQLite itself."""
+    DELETE without ``old_memory`` (whose text would be that UPDATE's): built by SQLite in a child
+    process, so the test's own process never holds the value."""
 
     def write(path: Path) -> None:
-        con = sqlite3.connect(path)
-        con.execute(
-            "CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT, old_memory TEXT, "
-            "new_memory TEXT, event TEXT, created_at DATETIME, updated_at DATETIME, is_deleted INTEGER, "
-            "actor_id TEXT, role TEXT)"
-        )
-        row = "INSERT INTO history VALUES (?, ?, ?, {}, ?, ?, NULL, 0, NULL, 'user')"
-        con.execute(row.format("?"), ("h1", "m1", None, "likes tea", "ADD", "2025-01-01T00:00:00"))
-        con.execute(
-            row.format("printf('%.*c', ?, 'x')"), ("h2", "m1", "likes tea", size, "UPDATE", "2025-01-02")
-        )
-        con.execute(row.format("?"), ("h3", "m2", None, "likes coffee", "ADD", "2025-01-03T00:00:00"))
-        con.execute(row.format("?"), ("h4", "m1", None, None, "DELETE", "2025-01-04T00:00:00"))
-        con.commit()
-        con.close()
+        subprocess.run([sys.executable, "-c", HISTORY_DB, str(path), str(size)], check=True, timeout=120)
 
     return write
 

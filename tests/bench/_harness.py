@@ -1,5 +1,6 @@
 """What the benchmarks share: the cache folder, the words generated text is made of, and measuring
-one step in a fresh process, so that its peak resident memory (ru_maxrss) is that step's alone.
+one step in a fresh process, so that its peak resident memory (``VmHWM``, not ``ru_maxrss``, which
+Linux carries over from the parent) is that step's alone.
 
 A benchmark module runs itself as the child: ``python -m <module> --child <args…> <out>``; the
 child calls :func:`report` with the step's function, which prints one JSON line (the step's
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.hostile import own_peak_bytes
 
 BENCH_DIR = Path(os.environ.get("MEMPORT_BENCH_DIR", ".bench"))
 GIB = 1 << 30
@@ -93,7 +95,7 @@ def report(step: Callable[..., int | dict[str, Any]], *args: str) -> None:
     started = time.perf_counter()
     result = step(*args)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = own_peak_bytes()
     counts = result if isinstance(result, dict) else {"rows": result}
     print(json.dumps({**counts, "wall": wall, "peak": peak}))
 

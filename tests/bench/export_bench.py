@@ -5,7 +5,7 @@
 
 Builds a store of N canonical episodes once (cached under ``.bench/``: one partition, sorted
 Parquet parts, realistic text of 5-120 words, lists, metadata), then runs each step in a fresh
-subprocess so its peak resident memory (ru_maxrss) is that step's alone:
+subprocess so its peak resident memory (VmHWM) is that step's alone:
 
 - floors: DuckDB ``COPY (SELECT * FROM read_parquet(<live files>)) TO`` as NDJSON, JSON (array)
   and CSV; Polars ``scan_parquet(...).sink_ndjson`` / ``sink_csv``;

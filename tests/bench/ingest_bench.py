@@ -6,7 +6,7 @@
 Generates a Mem0 ``get_all`` dump (a bare JSON array, as the v1.0/v2 API returns it) of N records
 with realistic text lengths (5-120 words), unicode, nested metadata and Pacific-offset timestamps,
 plus one of N/4 records. Each measurement runs in a fresh subprocess so peak resident memory
-(ru_maxrss) is that step's alone:
+(VmHWM) is that step's alone:
 
 - floor: DuckDB ``read_json`` → Parquet ``COPY`` of the same file, default settings;
 - memport: ``pipelines.store.ingest.ingest_dump`` — the code path the Dagster asset runs — into a fresh

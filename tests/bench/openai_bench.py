@@ -8,7 +8,7 @@ Generates (once, cached under ``.bench/``) a ChatGPT ``conversations.json`` of a
 answers and edited questions (off-path branches), memory writes to ``bio`` with their tool
 confirmations, image parts, ``null`` message times, unicode and long assistant answers (up to
 ~12 KB). The ingest runs ``pipelines.store.ingest.ingest_dump`` (the code path the Dagster asset runs)
-in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own. Target (issue #3):
+in a fresh subprocess, so its peak resident memory (VmHWM) is its own. Target (issue #3):
 peak RSS < 1 GiB.
 """
 
