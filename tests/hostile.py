@@ -69,31 +69,32 @@ class Outcome:
         return found["counts"]
 
 
+def _status_bytes(pid: int | str, key: str) -> int | None:
+    """A memory figure (``VmRSS``, ``VmHWM``) from ``/proc/<pid>/status``, in bytes; None without."""
+    try:
+        with Path(f"/proc/{pid}/status").open(encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def own_peak_bytes() -> int:
     """This process's own peak resident memory: ``VmHWM``, which starts afresh at ``exec``.
 
     Not ``ru_maxrss``: Linux carries it across fork and exec, so a child of a large test process
     (a pytest worker that built a big file) would report its parent's peak, and a bound on the
     child could fail, or a comparison of two children could not."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the best there is
+    peak = _status_bytes("self", "VmHWM")
+    if peak is None:  # not Linux: the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak
 
 
 def _rss(pid: int) -> int:
-    try:
-        with Path(f"/proc/{pid}/status").open(encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _status_bytes(pid, "VmRSS") or 0
 
 
 def run_bounded(args: list[str], *, kill_at: int, timeout: float) -> tuple[str, str, int, bool]:
