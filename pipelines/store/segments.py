@@ -115,7 +115,7 @@ def segment_uri(store: EpisodeStore, rel: str) -> str:
 
 
 def relation_sql(
-    store: EpisodeStore, segments: list[Segment], deleted: str | None, columns: str = "*"
+    store: EpisodeStore, segments: list[Segment], deleted: str, columns: str = "*"
 ) -> str | None:
     """SQL for ``columns`` of the live rows of a table's segments: one scan of all of them, minus the
     rows in the table ``deleted`` (``file_index`` in this list of segments, ``file_row_number``, as
@@ -129,7 +129,7 @@ def relation_sql(
     if not segments:
         return None
     scan = f"read_parquet({quote_list(segment_uri(store, s.file) for s in segments)})"
-    if deleted is None or not any(s.deletes for s in segments):
+    if not any(s.deletes for s in segments):
         return f"SELECT {columns} FROM {scan}"
     anti = f"ANTI JOIN {quote_identifier(deleted)} USING (file_index, file_row_number)"
     return f"SELECT {columns} FROM {scan} {anti}"
